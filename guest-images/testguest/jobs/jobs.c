@@ -1,0 +1,29 @@
+#include "jobs/jobs.h"
+#include "lib/console.h"
+#include "lib/string.h"
+
+static const struct job jobs[] = {
+    { "hello", "", job_hello },
+    { "info", "", job_info },
+    { "exit", "status=N", job_exit },
+    { "smp", "", job_smp },
+    { "timer", "ms=N hz=H tolerance=PCT", job_timer },
+    { "compute", "seconds=N", job_compute },
+    { "memfill", "mib=N seconds=S", job_memfill },
+    { "fault", "kind=pf|gp|ud|de", job_fault },
+    { "pio", "", job_pio },
+};
+
+const struct job *job_find(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(jobs); i++)
+        if (strcmp(jobs[i].name, name) == 0)
+            return &jobs[i];
+    return 0;
+}
+
+void jobs_list(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(jobs); i++)
+        kprintf("testguest: job=%s %s\n", jobs[i].name, jobs[i].usage);
+}

@@ -1,0 +1,34 @@
+/* Ring-0 services for ring 3, reached through `ud2` (see syscall_abi.h). */
+#include "kernel/kernel.h"
+#include "kernel/syscall_abi.h"
+#include "lib/arch.h"
+
+bool syscall_dispatch(struct trap_frame *f)
+{
+    const uint8_t *p = (const uint8_t *)f->rip;
+    if (p[0] != 0x0f || p[1] != 0x0b)
+        return false;                   /* a real #UD */
+    switch (f->rax) {
+    case SYS_HALT:
+        halt_forever();
+    case SYS_TIMER:
+        f->rax = lapic_timer_set(f->rdi);
+        break;
+    case SYS_START_APS:
+        f->rax = smp_start_aps();
+        break;
+    case SYS_CPUID: {
+        uint32_t r[4];
+        cpuid((uint32_t)f->rdi, (uint32_t)f->rsi, r);
+        uint32_t *out = (uint32_t *)f->rdx;
+        for (int i = 0; i < 4; i++)
+            out[i] = r[i];
+        f->rax = 0;
+        break;
+    }
+    default:
+        f->rax = SYS_ENOSYS;
+    }
+    f->rip += 2;
+    return true;
+}

@@ -1,0 +1,31 @@
+/* Ring-3 side: the job runner and the helpers jobs use. */
+#pragma once
+#include "kernel/bootinfo.h"
+#include "lib/types.h"
+
+NORETURN void user_main(void);
+
+/* Exit statuses (also what `job=` results map to). */
+#define EXIT_OK 0
+#define EXIT_FAIL 1      /* the job ran and its check failed */
+#define EXIT_USAGE 2     /* bad command line / request does not fit */
+#define EXIT_EXCEPTION 3 /* unexpected CPU exception (reported by ring 0) */
+
+/* Writes the status to the debug-exit port 0x501; if that returns, halts. */
+NORETURN void guest_exit(int status);
+
+/* Command-line arguments of the current job. On a bad value these print
+ * "testguest: bad value for KEY: 'VALUE' (expected MIN..MAX)" and return false. */
+bool arg_u64(const char *key, uint64_t def, uint64_t min, uint64_t max, uint64_t *out);
+bool arg_str(const char *key, const char *def, char *out, size_t outsz);
+
+/* Time from the TSC (frequency from ring-0 setup). */
+uint64_t tsc_from_ms(uint64_t ms);
+uint64_t us_from_tsc(uint64_t ticks);
+void spin_ms(uint64_t ms);
+
+/* Platform facts. */
+unsigned platform_cpu_count(const char **source);
+unsigned platform_cpuid_cpus(void);
+uint64_t platform_ram_bytes(void);
+bool platform_is_mapped(uint64_t addr, uint64_t len);

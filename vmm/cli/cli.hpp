@@ -1,0 +1,32 @@
+// The command line of `kiln`: parsing only, no side effects, so every flag and every
+// error is unit-tested. main.cpp acts on the parsed Command.
+#pragma once
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <spdlog/common.h>
+
+#include "vmm/base/result.hpp"
+#include "vmm/machine/config.hpp"
+
+namespace kiln::cli {
+
+struct ShowHelp { std::string text; };
+struct ShowVersion {};
+struct RunCommand {
+    MachineConfig config;
+    spdlog::level::level_enum log_level = spdlog::level::warn;
+};
+
+using Command = std::variant<ShowHelp, ShowVersion, RunCommand>;
+
+// argv without the program name. Errors are one line, e.g.
+// "run: unknown flag '--foo' (see 'kiln run --help')".
+[[nodiscard]] Result<Command> parse(const std::vector<std::string>& args);
+
+[[nodiscard]] std::string main_help();
+[[nodiscard]] std::string run_help();
+
+} // namespace kiln::cli

@@ -1,0 +1,85 @@
+// kiln: the command-line front end of libkiln. Parses, builds a Machine, runs it, and
+// turns how it ended into the exit status documented in `kiln run --help`.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "kiln_version.hpp"
+#include "vmm/base/logging.hpp"
+#include "vmm/cli/cli.hpp"
+#include "vmm/machine/machine.hpp"
+
+namespace {
+
+int die(const kiln::Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.message().c_str());
+    return kiln::exit_status::kHostError;
+}
+
+int run(kiln::cli::RunCommand cmd) {
+    using namespace kiln;
+    setup_logging(cmd.log_level);
+    // A console piped into `head` must not kill the VMM with SIGPIPE.
+    std::signal(SIGPIPE, SIG_IGN);
+
+    // SIGINT/SIGTERM/SIGHUP are taken through a signalfd on the I/O thread, so they are
+    // blocked before any vCPU thread exists (threads inherit the mask).
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, s);
+    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    Fd sigfd(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sigfd) return die(Error::from_errno("signalfd"));
+
+    // For tests and unusual hosts: another KVM device node.
+    if (const char* dev = std::getenv("KILN_KVM_DEVICE"); dev && *dev) cmd.config.kvm_path = dev;
+
+    // Interactive use: the terminal's input goes to the guest's serial port.
+    cmd.config.forward_stdin = cmd.config.console.kind == ConsoleConfig::Kind::Stdout && ::isatty(STDIN_FILENO);
+
+    auto machine = Machine::create(cmd.config);
+    if (!machine) return die(machine.error());
+    Machine& m = **machine;
+    auto added = m.event_loop().add(sigfd.get(), EPOLLIN, [&](uint32_t) {
+        signalfd_siginfo si{};
+        if (::read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si))
+            m.stop({ExitReason::Signal, static_cast<int>(si.ssi_signo),
+                    fmt::format("stopped by signal {}", strsignal(static_cast<int>(si.ssi_signo)))});
+    });
+    if (!added) return die(added.error());
+
+    auto result = m.run();
+    if (!result) return die(result.error());
+    const VmExit& e = *result;
+    int status = to_exit_status(e);
+    if (e.reason == ExitReason::GuestStatus || e.reason == ExitReason::ExpectMatched)
+        spdlog::info("{} (exit status {})", e.detail, status);
+    else
+        std::fprintf(stderr, "kiln: %s (exit status %d)\n", e.detail.c_str(), status);
+    return status;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    auto cmd = kiln::cli::parse(args);
+    if (!cmd) return die(cmd.error());
+    return std::visit(
+        [](auto&& c) -> int {
+            using T = std::decay_t<decltype(c)>;
+            if constexpr (std::is_same_v<T, kiln::cli::ShowHelp>) {
+                std::fputs(c.text.c_str(), stdout);
+                return 0;
+            } else if constexpr (std::is_same_v<T, kiln::cli::ShowVersion>) {
+                std::printf("kiln %s\n", KILN_VERSION);
+                return 0;
+            } else {
+                return run(std::move(c));
+            }
+        },
+        std::move(*cmd));
+}

@@ -1,0 +1,37 @@
+#include "vmm/machine/device_manager.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "vmm/memory/layout.hpp"
+
+namespace kiln {
+
+void KvmIrqLine::set_level(bool asserted) {
+    if (auto r = vm_.irq_line(gsi_, asserted); !r) spdlog::error("{}", r.error().message());
+}
+
+void KvmIrqLine::trigger() {
+    set_level(true);
+    set_level(false);
+}
+
+Result<void> DeviceManager::add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits) {
+    auto& com1_irq = *irqs_.emplace_back(std::make_unique<KvmIrqLine>(vm, layout::kCom1Irq));
+    auto serial = std::make_unique<Serial8250>(com1_irq, console);
+    serial_ = serial.get();
+    KILN_TRY(pio_.insert(*serial, layout::kCom1Port, 8, "com1"));
+    devices_.push_back(std::move(serial));
+
+    auto i8042 = std::make_unique<I8042>(exits);
+    // One range over 0x60..0x64; 0x61 (speaker/NMI status) is served by the in-kernel
+    // PIT before it ever reaches us.
+    KILN_TRY(pio_.insert(*i8042, layout::kI8042DataPort, 5, "i8042"));
+    devices_.push_back(std::move(i8042));
+
+    auto debug_exit = std::make_unique<DebugExit>(exits);
+    KILN_TRY(pio_.insert(*debug_exit, layout::kDebugExitPort, 2, "debug-exit"));
+    devices_.push_back(std::move(debug_exit));
+    return {};
+}
+
+} // namespace kiln

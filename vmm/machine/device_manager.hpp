@@ -1,0 +1,48 @@
+// DeviceManager: the one place that knows both KVM and the devices. It owns every
+// device, puts each on its bus and wires its interrupt line to the in-kernel irqchip;
+// devices themselves never see the VM.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "devices/legacy/debug_exit.hpp"
+#include "devices/legacy/i8042.hpp"
+#include "devices/legacy/serial.hpp"
+#include "vmm/bus/bus.hpp"
+#include "vmm/bus/irq_line.hpp"
+#include "vmm/kvm/vm.hpp"
+
+namespace kiln {
+
+// An ISA interrupt line on the in-kernel PIC + IOAPIC (KVM's default GSI routing).
+class KvmIrqLine final : public IrqLine {
+public:
+    KvmIrqLine(const Vm& vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
+    void set_level(bool asserted) override;
+    void trigger() override;
+
+private:
+    const Vm& vm_;
+    uint32_t gsi_;
+};
+
+class DeviceManager {
+public:
+    DeviceManager() : pio_("port I/O"), mmio_("MMIO") {}
+
+    // The legacy PC devices: COM1, the i8042 reset line, the debug-exit port.
+    [[nodiscard]] Result<void> add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits);
+
+    [[nodiscard]] const Bus& pio() const { return pio_; }
+    [[nodiscard]] const Bus& mmio() const { return mmio_; }
+    [[nodiscard]] Serial8250* serial() const { return serial_; }
+
+private:
+    Bus pio_, mmio_;
+    std::vector<std::unique_ptr<IrqLine>> irqs_;
+    std::vector<std::unique_ptr<BusDevice>> devices_;
+    Serial8250* serial_ = nullptr;
+};
+
+} // namespace kiln

@@ -1,0 +1,182 @@
+#include "vmm/machine/machine.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "vmm/machine/cpuid.hpp"
+#include "vmm/machine/vcpu_setup.hpp"
+
+namespace kiln {
+
+namespace {
+
+// Reads a whole file for the loader; sizes come from fstat so a FIFO or directory fails
+// with a clear message instead of a partial read.
+Result<std::vector<uint8_t>> read_file(const std::string& path, const char* what) {
+    auto fd = Fd::open(path, O_RDONLY);
+    if (!fd) return std::unexpected(fd.error().context(what));
+    struct stat st{};
+    if (::fstat(fd->get(), &st) < 0) return fail_errno(fmt::format("{}: stat '{}'", what, path));
+    if (!S_ISREG(st.st_mode)) return fail("{} '{}' is not a regular file", what, path);
+    std::vector<uint8_t> data(static_cast<size_t>(st.st_size));
+    size_t off = 0;
+    while (off < data.size()) {
+        ssize_t n = ::read(fd->get(), data.data() + off, data.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(fmt::format("{}: reading '{}'", what, path));
+        if (n == 0) break;
+        off += static_cast<size_t>(n);
+    }
+    data.resize(off);
+    return data;
+}
+
+// RAM plus swap of the host; 0 if unknown. A guest larger than this cannot be backed,
+// and failing at start beats the OOM killer mid-run.
+uint64_t host_memory_bytes() {
+    struct sysinfo si{};
+    if (::sysinfo(&si) != 0) return 0;
+    return (uint64_t(si.totalram) + si.totalswap) * si.mem_unit;
+}
+
+} // namespace
+
+Machine::Machine(MachineConfig cfg) : cfg_(std::move(cfg)) {}
+
+Machine::~Machine() {
+    // Threads must be gone before the VM, memory and devices they use.
+    stopping_.store(true, std::memory_order_release);
+    for (auto& v : vcpus_) v->kick();
+    for (auto& v : vcpus_) v->join();
+}
+
+Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& cfg) {
+    KILN_TRY(cfg.validate());
+    std::unique_ptr<Machine> m(new Machine(cfg));
+    KILN_TRY(m->build());
+    return m;
+}
+
+Result<void> Machine::build() {
+    // Read the inputs before touching KVM: a missing kernel is the commonest mistake.
+    auto kernel = KILN_TRY(read_file(cfg_.kernel_path, "kernel"));
+    if (kernel.empty()) return fail("kernel '{}' is empty", cfg_.kernel_path);
+    std::vector<uint8_t> initrd;
+    if (!cfg_.initrd_path.empty()) initrd = KILN_TRY(read_file(cfg_.initrd_path, "initrd"));
+
+    auto plan = KILN_TRY(MemoryPlan::for_ram_size(cfg_.memory_bytes));
+    if (uint64_t host = host_memory_bytes(); host && cfg_.memory_bytes > host)
+        return fail("--memory {} MiB is more than this host's {} MiB of RAM and swap", cfg_.memory_bytes >> 20,
+                    host >> 20);
+
+    kvm_.emplace(KILN_TRY(Kvm::open(cfg_.kvm_path)));
+    const int max_vcpus = kvm_->max_vcpus();
+    if (cfg_.cpus > static_cast<uint32_t>(max_vcpus))
+        return fail("--cpus {} is above this host's KVM limit of {} vCPUs", cfg_.cpus, max_vcpus);
+
+    loop_ = std::make_unique<EventLoop>(KILN_TRY(EventLoop::create()));
+    exits_ = std::make_unique<ExitLatch>([this] { on_vm_end(); });
+    console_ = KILN_TRY(Console::create(cfg_, *exits_));
+
+    vm_.emplace(KILN_TRY(Vm::create(*kvm_)));
+    // The TSS and identity-map pages must be set before any vCPU exists (Intel).
+    KILN_TRY(vm_->set_identity_map_addr(layout::kKvmIdentityMap));
+    KILN_TRY(vm_->set_tss_addr(layout::kKvmTss));
+    KILN_TRY(vm_->create_irqchip());
+    KILN_TRY(vm_->create_pit2());
+
+    memory_ = KILN_TRY(GuestMemory::create(plan));
+    uint32_t slot = 0;
+    for (const auto& r : memory_.regions())
+        KILN_TRY(vm_->set_memory_region(slot++, r.base.value, r.size, r.mapping.data()));
+
+    firmware::BootRequest req{kernel, initrd, cfg_.cmdline, cfg_.cpus};
+    boot_ = KILN_TRY_CTX(firmware::load_kernel(memory_, req), "kernel '{}'", cfg_.kernel_path);
+    spdlog::info("loaded {} kernel '{}' at {:#x}-{:#x}, {} MiB RAM, {} vCPU(s)",
+                 firmware::to_string(boot_.format), cfg_.kernel_path, boot_.kernel_start, boot_.kernel_end,
+                 cfg_.memory_bytes >> 20, cfg_.cpus);
+
+    KILN_TRY(devices_.add_legacy_devices(*vm_, *console_, *exits_));
+
+    auto supported = KILN_TRY(kvm_->supported_cpuid());
+    VcpuContext ctx{devices_.pio(), devices_.mmio(), memory_, *exits_, stopping_};
+    for (uint32_t id = 0; id < cfg_.cpus; ++id) {
+        auto vcpu = KILN_TRY(vm_->create_vcpu(*kvm_, id));
+        auto cpuid = fix_cpuid(supported, {id, cfg_.cpus, vcpu.tsc_khz()});
+        KILN_TRY(setup_vcpu_common(vcpu, cpuid));
+        if (id == 0) KILN_TRY(setup_boot_vcpu(vcpu, boot_.cpu));
+        vcpus_.push_back(std::make_unique<VcpuThread>(std::move(vcpu), ctx));
+    }
+    KILN_TRY(setup_input());
+    return {};
+}
+
+Result<void> Machine::setup_input() {
+    if (cfg_.timeout_seconds) {
+        int tfd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (tfd < 0) return fail_errno("timerfd_create");
+        timer_fd_ = Fd(tfd);
+        KILN_TRY(loop_->add(timer_fd_.get(), EPOLLIN, [this](uint32_t) {
+            stop({ExitReason::Timeout, 0, fmt::format("timed out after {} s", *cfg_.timeout_seconds)});
+        }));
+    }
+    if (cfg_.forward_stdin) {
+        // The terminal's bytes go to COM1 as they come; if the UART's buffer is full the
+        // rest waits in the terminal (we read only what fits).
+        KILN_TRY(loop_->add(STDIN_FILENO, EPOLLIN, [this](uint32_t ev) {
+            uint8_t buf[256];
+            size_t room = std::min(sizeof buf, devices_.serial()->input_space());
+            if (room == 0) return;
+            ssize_t n = ::read(STDIN_FILENO, buf, room);
+            if (n > 0) {
+                devices_.serial()->enqueue_input({buf, static_cast<size_t>(n)});
+            } else if (n == 0 || (ev & (EPOLLHUP | EPOLLERR))) {
+                loop_->remove(STDIN_FILENO); // end of input: the guest just gets no more
+            }
+        }));
+    }
+    return {};
+}
+
+Result<VmExit> Machine::run() {
+    if (ran_) return fail("a machine runs once");
+    ran_ = true;
+    if (cfg_.timeout_seconds) {
+        itimerspec its{};
+        double secs = *cfg_.timeout_seconds;
+        its.it_value.tv_sec = static_cast<time_t>(secs);
+        its.it_value.tv_nsec = static_cast<long>((secs - std::floor(secs)) * 1e9);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+        if (::timerfd_settime(timer_fd_.get(), 0, &its, nullptr) < 0) return fail_errno("timerfd_settime");
+    }
+    for (auto& v : vcpus_) {
+        if (auto r = v->start(); !r) {
+            stop({ExitReason::HostError, 0, r.error().message()});
+            break;
+        }
+    }
+    if (auto r = loop_->run(); !r) stop({ExitReason::HostError, 0, r.error().message()});
+    for (auto& v : vcpus_) v->join();
+    auto result = exits_->result();
+    if (!result) return VmExit{ExitReason::HostError, 0, "the VM ended without a reason"};
+    return *result;
+}
+
+void Machine::stop(VmExit why) { exits_->request_exit(std::move(why)); }
+
+void Machine::on_vm_end() {
+    // Runs once, on whichever thread ended the VM first.
+    stopping_.store(true, std::memory_order_release);
+    for (auto& v : vcpus_) v->kick();
+    loop_->stop();
+}
+
+} // namespace kiln

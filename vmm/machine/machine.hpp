@@ -1,0 +1,71 @@
+// Machine: one VM built from a MachineConfig, run until it ends.
+//
+//   auto m = Machine::create(cfg);      // KVM, memory, kernel, devices, vCPUs
+//   auto exit = (*m)->run();            // blocks; vCPU threads + the I/O event loop
+//   int status = to_exit_status(*exit);
+//
+// stop() may be called from any thread (a signal watcher, an embedder's scheduler).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "firmware/boot.hpp"
+#include "vmm/base/event_loop.hpp"
+#include "vmm/base/vm_exit.hpp"
+#include "vmm/kvm/kvm.hpp"
+#include "vmm/kvm/vm.hpp"
+#include "vmm/machine/config.hpp"
+#include "vmm/machine/console.hpp"
+#include "vmm/machine/device_manager.hpp"
+#include "vmm/machine/exit_latch.hpp"
+#include "vmm/machine/vcpu_thread.hpp"
+#include "vmm/memory/guest_memory.hpp"
+
+namespace kiln {
+
+class Machine {
+public:
+    [[nodiscard]] static Result<std::unique_ptr<Machine>> create(const MachineConfig& cfg);
+    ~Machine();
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+
+    // Starts the vCPUs and serves I/O on the calling thread until the VM ends.
+    // Runs once; the Result is an error only when the machine could not start.
+    [[nodiscard]] Result<VmExit> run();
+
+    // Ends the VM from outside (thread-safe); `run()` then returns this exit.
+    void stop(VmExit why);
+
+    // For callers that watch more fds on the machine's I/O thread (the CLI's signals).
+    [[nodiscard]] EventLoop& event_loop() { return *loop_; }
+
+    [[nodiscard]] const firmware::BootInfo& boot_info() const { return boot_; }
+    [[nodiscard]] const MachineConfig& config() const { return cfg_; }
+
+private:
+    explicit Machine(MachineConfig cfg);
+    [[nodiscard]] Result<void> build();
+    [[nodiscard]] Result<void> setup_input();
+    void on_vm_end();
+
+    MachineConfig cfg_;
+    std::optional<Kvm> kvm_;
+    std::optional<Vm> vm_;
+    GuestMemory memory_;
+    std::unique_ptr<EventLoop> loop_;
+    std::unique_ptr<ExitLatch> exits_;
+    std::unique_ptr<Console> console_;
+    DeviceManager devices_;
+    std::vector<std::unique_ptr<VcpuThread>> vcpus_;
+    std::atomic<bool> stopping_{false};
+    firmware::BootInfo boot_;
+    Fd timer_fd_;
+    bool ran_ = false;
+};
+
+} // namespace kiln

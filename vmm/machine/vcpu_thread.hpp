@@ -1,0 +1,59 @@
+// VcpuThread: one host thread per vCPU, named vcpuN, running KVM_RUN and dispatching
+// its exits to the buses until the VM ends.
+#pragma once
+
+#include <atomic>
+#include <pthread.h>
+#include <mutex>
+#include <thread>
+
+#include "vmm/base/vm_exit.hpp"
+#include "vmm/bus/bus.hpp"
+#include "vmm/kvm/vcpu.hpp"
+#include "vmm/memory/guest_memory.hpp"
+
+namespace kiln {
+
+struct VcpuContext {
+    const Bus& pio;
+    const Bus& mmio;
+    const GuestMemory& memory;
+    VmExitSink& exits;
+    const std::atomic<bool>& stopping;
+};
+
+class VcpuThread {
+public:
+    VcpuThread(Vcpu vcpu, VcpuContext ctx) : vcpu_(std::move(vcpu)), ctx_(ctx) {}
+    ~VcpuThread() { join(); }
+    VcpuThread(const VcpuThread&) = delete;
+    VcpuThread& operator=(const VcpuThread&) = delete;
+
+    [[nodiscard]] Result<void> start();
+    // Makes KVM_RUN return at once, now and on the next entry: immediate_exit plus a
+    // signal for a thread already inside KVM_RUN (or blocked waiting for a SIPI).
+    void kick();
+    void join();
+
+    [[nodiscard]] const Vcpu& vcpu() const { return vcpu_; }
+    // Installs the no-op handler for the kick signal, once per process.
+    static void install_kick_handler();
+    static int kick_signal();
+
+private:
+    void run_loop();
+    // Returns false when the VM must end.
+    bool handle_exit();
+    void handle_io(kvm_run& run);
+    void handle_mmio(kvm_run& run);
+    void report_internal_error(kvm_run& run);
+    [[nodiscard]] std::string describe_location() const;
+
+    Vcpu vcpu_;
+    VcpuContext ctx_;
+    std::thread thread_;
+    std::mutex thread_mu_; // kick() vs join(): never signal a joined thread
+    bool joined_ = false;
+};
+
+} // namespace kiln

@@ -1,0 +1,47 @@
+// The guest-physical address map of a Kiln x86-64 machine. One place, so firmware tables,
+// memslots, e820 and device placement agree.
+#pragma once
+
+#include <cstdint>
+
+namespace kiln::layout {
+
+inline constexpr uint64_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
+
+// Low memory, below the EBDA. Firmware structures live here.
+inline constexpr uint64_t kBootGdt = 0x500;            // boot GDT (bzImage 64-bit entry, PVH)
+inline constexpr uint64_t kBootIdt = 0x520;            // an empty IDT for the boot vCPU
+inline constexpr uint64_t kPvhStartInfo = 0x6000;      // hvm_start_info + memmap + modlist
+inline constexpr uint64_t kZeroPage = 0x7000;          // Linux boot_params ("zero page")
+inline constexpr uint64_t kBootStack = 0x8ff0;         // initial stack for the boot vCPU
+inline constexpr uint64_t kPml4 = 0x9000;              // identity page tables for 64-bit entry
+inline constexpr uint64_t kPdpt = 0xa000;
+inline constexpr uint64_t kPd = 0xb000;                // 4 pages: 0xb000..0xefff map 4 GiB
+inline constexpr uint64_t kCmdline = 0x20000;          // kernel command line
+inline constexpr uint64_t kCmdlineMax = 0x10000;       // 64 KiB, including the NUL
+inline constexpr uint64_t kEbdaStart = 0x9fc00;        // the last KiB of base memory (EBDA)
+// e820: usable RAM ends here and the legacy area is reserved up to 1 MiB. Page-aligned
+// (not 0x9fc00) so every memslot and RAM range is a whole number of pages.
+inline constexpr uint64_t kLowRamEnd = 0x9f000;
+inline constexpr uint64_t kMpTable = 0x9fc00;          // MP floating pointer + config table
+inline constexpr uint64_t kHighMemory = 0x100000;      // 1 MiB: kernels load here
+
+// The 32-bit MMIO hole: guest RAM never occupies [kMmioHoleStart, 4 GiB).
+inline constexpr uint64_t kMmioHoleStart = 3 * GiB;
+inline constexpr uint64_t kMmioHoleEnd = 4 * GiB;
+inline constexpr uint64_t kIoApic = 0xfec00000;
+inline constexpr uint64_t kLapic = 0xfee00000;
+// KVM needs three pages for the TSS and one for the EPT identity map (real-mode
+// emulation on Intel); both sit inside the hole, below the BIOS ROM area.
+inline constexpr uint64_t kKvmIdentityMap = 0xfeffc000;
+inline constexpr uint64_t kKvmTss = 0xfeffd000;
+
+// Legacy I/O ports.
+inline constexpr uint16_t kCom1Port = 0x3f8;
+inline constexpr uint32_t kCom1Irq = 4;
+inline constexpr uint16_t kI8042DataPort = 0x60;
+inline constexpr uint16_t kI8042CommandPort = 0x64;
+// Same port as QEMU's isa-debug-exit default iobase, so one test guest runs under both.
+inline constexpr uint16_t kDebugExitPort = 0x501;
+
+} // namespace kiln::layout
