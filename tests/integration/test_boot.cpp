@@ -2,6 +2,7 @@
 // guest printed and the exit status kiln returned.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <regex>
 #include <string>
@@ -55,6 +56,37 @@ TEST_CASE("boot: job=exit passes the guest's status through unchanged") {
             CAPTURE(g.name);
             CAPTURE(status);
             check_exit(boot(g, "job=exit status=" + std::to_string(status)), status);
+        }
+    }
+}
+
+TEST_CASE("boot: reset, triple fault and emulation failure each end the VM with their own status") {
+    for (const auto& g : kGuests) {
+        CAPTURE(g.name);
+        SUBCASE("i8042 reset") {
+            auto r = boot(g, "job=reset");
+            check_exit(r, 119);
+            CHECK(r.err.find("reset") != std::string::npos);
+        }
+        SUBCASE("triple fault") {
+            auto r = boot(g, "job=fault kind=triple");
+            check_exit(r, 121);
+            CHECK(r.err.find("vcpu0: triple fault") != std::string::npos);
+        }
+        SUBCASE("emulation failure: one line with the vCPU, RIP and instruction bytes") {
+            auto r = boot(g, "job=fault kind=emulation");
+            check_exit(r, 122);
+            // popcnt (f3 0f b8 /r) on MMIO: KVM's emulator lacks it.
+            static const std::regex line(
+                R"(kiln: vcpu0: emulation failure at rip=0x[0-9a-f]+ .*instruction bytes: f3 0f b8 [0-9a-f ]+\(exit status 122\)
+)");
+            CHECK(std::regex_search(r.err, line));
+            CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        }
+        SUBCASE("a ring-3 exception is the guest's own verdict (status 3)") {
+            auto r = boot(g, "job=fault kind=gp");
+            check_exit(r, 3);
+            CHECK(r.out.find("testguest: exception 13") != std::string::npos);
         }
     }
 }

@@ -10,7 +10,8 @@ static const struct job jobs[] = {
     { "timer", "ms=N hz=H tolerance=PCT", job_timer },
     { "compute", "seconds=N", job_compute },
     { "memfill", "mib=N seconds=S", job_memfill },
-    { "fault", "kind=pf|gp|ud|de", job_fault },
+    { "fault", "kind=pf|gp|ud|de|triple|emulation", job_fault },
+    { "reset", "", job_reset },
     { "pio", "", job_pio },
 };
 

@@ -22,3 +22,4 @@ int job_compute(void);
 int job_memfill(void);
 int job_fault(void);
 int job_pio(void);
+int job_reset(void);

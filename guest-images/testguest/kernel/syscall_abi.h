@@ -10,5 +10,6 @@
 #define SYS_TIMER       1   /* rdi = Hz (0 = stop); returns the initial count */
 #define SYS_START_APS   2   /* INIT-SIPI-SIPI to all other CPUs; returns 0 */
 #define SYS_CPUID       3   /* rdi = leaf, rsi = subleaf, rdx = uint32_t[4] out */
+#define SYS_TRIPLE_FAULT 4  /* load an empty IDT, then fault: the CPU shuts down */
 
 #define SYS_ENOSYS      ((uint64_t)-1)

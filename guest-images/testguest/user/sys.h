@@ -21,3 +21,8 @@ static inline void sys_cpuid(uint32_t leaf, uint32_t sub, uint32_t out[4])
 {
     sys_call3(SYS_CPUID, leaf, sub, (uint64_t)out);
 }
+static inline NORETURN void sys_triple_fault(void)
+{
+    sys_call3(SYS_TRIPLE_FAULT, 0, 0, 0);
+    __builtin_unreachable();
+}
