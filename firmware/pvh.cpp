@@ -35,7 +35,7 @@ Result<void> write_segments(const GuestMemory& mem, std::span<const uint8_t> fil
         auto bytes = *sub_span(file, s.offset, s.file_size); // parse_pvh checked the range
         KILN_TRY_CTX(mem.write(GuestAddress(s.paddr), bytes), "writing ELF segment at {:#x}", s.paddr);
         // .bss: memory the file does not cover is zero, whatever the RAM held before.
-        KILN_TRY_CTX(mem.fill(GuestAddress(s.paddr + s.file_size), 0, s.mem_size - s.file_size),
+        KILN_TRY_CTX(mem.zero(GuestAddress(s.paddr + s.file_size), s.mem_size - s.file_size),
                      "zeroing ELF segment at {:#x}", s.paddr);
     }
     return {};

@@ -91,3 +91,27 @@ TEST_CASE("memory plan: sizes it refuses") {
     REQUIRE_FALSE(r);
     CHECK(r.error().message().find("too small") != std::string::npos);
 }
+
+TEST_CASE("guest memory: zero() clears exactly the range, unaligned edges included") {
+    auto plan = MemoryPlan::for_ram_size(16ull << 20);
+    REQUIRE(plan);
+    auto mem = GuestMemory::create(*plan);
+    REQUIRE(mem);
+    const GuestAddress base(kHighMemory);
+    const uint64_t span = 5 * 4096;
+    REQUIRE(mem->fill(base, 0xa5, span));
+    // From the middle of the first page to the middle of the last: three whole pages
+    // are dropped, the two partial ones written.
+    const uint64_t start = 1000, len = span - 2000;
+    REQUIRE(mem->zero(GuestAddress(base.value + start), len));
+    std::vector<uint8_t> back(span);
+    REQUIRE(mem->read(base, back));
+    for (uint64_t i = 0; i < span; ++i) {
+        const bool inside = i >= start && i < start + len;
+        if (back[i] != (inside ? 0 : 0xa5)) {
+            CAPTURE(i);
+            FAIL("byte " << i << " is " << int(back[i]));
+        }
+    }
+    CHECK_FALSE(mem->zero(GuestAddress(base.value), 1ull << 40)); // outside RAM: refused
+}

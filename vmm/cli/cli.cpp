@@ -37,6 +37,7 @@ Options:
   --expect REGEX       exit 0 as soon as a console line matches
   --fail-on REGEX      exit 123 as soon as a console line matches
                        (default: kernel panic or Oops lines; '' disables)
+                       REGEX is POSIX extended (grep -E), plus \b \w \s \d
   --log-level LEVEL    trace, debug, info, warn (default), error, off
   -h, --help           show this help
 

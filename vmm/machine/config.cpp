@@ -1,8 +1,9 @@
 #include "vmm/machine/config.hpp"
 
+#include "vmm/base/regex.hpp"
+
 #include <cctype>
 #include <charconv>
-#include <regex>
 
 namespace kiln {
 
@@ -44,16 +45,8 @@ Result<void> MachineConfig::validate() const {
     if (cmdline.size() + 1 > layout::kCmdlineMax)
         return fail("--cmdline is {} bytes, above the {} Kiln can pass", cmdline.size(),
                     layout::kCmdlineMax - 1);
-    auto check_regex = [](const std::string& re, const char* flag) -> Result<void> {
-        try {
-            std::regex r(re);
-        } catch (const std::regex_error& e) {
-            return fail("{} '{}' is not a valid regular expression: {}", flag, re, e.what());
-        }
-        return {};
-    };
-    if (expect) KILN_TRY(check_regex(*expect, "--expect"));
-    if (fail_on) KILN_TRY(check_regex(*fail_on, "--fail-on"));
+    if (expect) (void)KILN_TRY_CTX(Regex::compile(*expect), "--expect");
+    if (fail_on) (void)KILN_TRY_CTX(Regex::compile(*fail_on), "--fail-on");
     return {};
 }
 

@@ -8,19 +8,13 @@
 
 namespace kiln {
 
-LineMatcher::LineMatcher(std::optional<std::string> expect, std::optional<std::string> fail_on,
-                         VmExitSink& exits)
-    : exits_(exits) {
-    // The expressions were validated with the config; construction cannot throw here.
-    if (expect && !expect->empty()) {
-        expect_.emplace(*expect);
-        expect_text_ = *expect;
-    }
-    if (fail_on && !fail_on->empty()) {
-        fail_on_.emplace(*fail_on);
-        fail_on_text_ = *fail_on;
-    }
-    line_.reserve(kMaxLine);
+Result<LineMatcher> LineMatcher::create(const std::optional<std::string>& expect,
+                                        const std::optional<std::string>& fail_on, VmExitSink& exits) {
+    LineMatcher m(exits);
+    if (expect && !expect->empty()) m.expect_ = KILN_TRY_CTX(Regex::compile(*expect), "--expect");
+    if (fail_on && !fail_on->empty()) m.fail_on_ = KILN_TRY_CTX(Regex::compile(*fail_on), "--fail-on");
+    m.line_.reserve(kMaxLine);
+    return m;
 }
 
 void LineMatcher::feed(std::span<const uint8_t> bytes) {
@@ -37,11 +31,11 @@ void LineMatcher::feed(std::span<const uint8_t> bytes) {
 
 void LineMatcher::complete_line() {
     // fail-on first: a panic line that also matches --expect is still a failure.
-    if (fail_on_ && std::regex_search(line_, *fail_on_)) {
+    if (fail_on_ && fail_on_->search(line_)) {
         done_ = true;
         exits_.request_exit({ExitReason::FailOnMatched, 0,
                              fmt::format("console line matched --fail-on: {}", line_)});
-    } else if (expect_ && std::regex_search(line_, *expect_)) {
+    } else if (expect_ && expect_->search(line_)) {
         done_ = true;
         exits_.request_exit({ExitReason::ExpectMatched, 0,
                              fmt::format("console line matched --expect: {}", line_)});
@@ -56,7 +50,7 @@ Result<std::unique_ptr<Console>> Console::create(const MachineConfig& cfg, VmExi
         out = KILN_TRY_CTX(Fd::open(cfg.console.path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644),
                            "console");
     }
-    LineMatcher m(cfg.expect, cfg.fail_on, exits);
+    auto m = KILN_TRY(LineMatcher::create(cfg.expect, cfg.fail_on, exits));
     return std::unique_ptr<Console>(new Console(std::move(out), write_out, std::move(m)));
 }
 

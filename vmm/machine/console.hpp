@@ -3,11 +3,11 @@
 #pragma once
 
 #include <optional>
-#include <regex>
 #include <string>
 
 #include "devices/legacy/serial.hpp"
 #include "vmm/base/fd.hpp"
+#include "vmm/base/regex.hpp"
 #include "vmm/base/vm_exit.hpp"
 #include "vmm/machine/config.hpp"
 
@@ -16,16 +16,18 @@ namespace kiln {
 // Splits the byte stream into lines and tests each complete line.
 class LineMatcher {
 public:
-    LineMatcher(std::optional<std::string> expect, std::optional<std::string> fail_on, VmExitSink& exits);
+    // Compiles both expressions (validated with the config already).
+    [[nodiscard]] static Result<LineMatcher> create(const std::optional<std::string>& expect,
+                                                    const std::optional<std::string>& fail_on, VmExitSink& exits);
     void feed(std::span<const uint8_t> bytes);
 
     // Lines longer than this are tested in pieces, so a guest cannot grow the buffer.
     static constexpr size_t kMaxLine = 4096;
 
 private:
+    explicit LineMatcher(VmExitSink& exits) : exits_(exits) {}
     void complete_line();
-    std::optional<std::regex> expect_, fail_on_;
-    std::string expect_text_, fail_on_text_;
+    std::optional<Regex> expect_, fail_on_;
     VmExitSink& exits_;
     std::string line_;
     bool done_ = false;

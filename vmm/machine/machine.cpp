@@ -90,13 +90,15 @@ Result<void> Machine::build() {
     // The TSS and identity-map pages must be set before any vCPU exists (Intel).
     KILN_TRY(vm_->set_identity_map_addr(layout::kKvmIdentityMap));
     KILN_TRY(vm_->set_tss_addr(layout::kKvmTss));
-    KILN_TRY(vm_->create_irqchip());
-    KILN_TRY(vm_->create_pit2());
-
+    // Memslots before the irqchip: once an in-kernel irqchip exists, every memslot
+    // change waits for an SRCU grace period (measured here: 5-10 ms per
+    // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, 0.1 ms before it).
     memory_ = KILN_TRY(GuestMemory::create(plan));
     uint32_t slot = 0;
     for (const auto& r : memory_.regions())
         KILN_TRY(vm_->set_memory_region(slot++, r.base.value, r.size, r.mapping.data()));
+    KILN_TRY(vm_->create_irqchip());
+    KILN_TRY(vm_->create_pit2());
 
     firmware::BootRequest req{kernel, initrd, cfg_.cmdline, cfg_.cpus};
     boot_ = KILN_TRY_CTX(firmware::load_kernel(memory_, req), "kernel '{}'", cfg_.kernel_path);
@@ -171,6 +173,13 @@ Result<VmExit> Machine::run() {
 }
 
 void Machine::stop(VmExit why) { exits_->request_exit(std::move(why)); }
+
+std::vector<int> Machine::kvm_fds() const {
+    std::vector<int> fds;
+    if (vm_) fds.push_back(vm_->fd());
+    for (const auto& v : vcpus_) fds.push_back(v->vcpu().fd());
+    return fds;
+}
 
 void Machine::on_vm_end() {
     // Runs once, on whichever thread ended the VM first.

@@ -45,6 +45,8 @@ public:
     [[nodiscard]] EventLoop& event_loop() { return *loop_; }
 
     [[nodiscard]] const firmware::BootInfo& boot_info() const { return boot_; }
+    // The VM's and vCPUs' fds, for defer_close_to_child (deferred_teardown.hpp).
+    [[nodiscard]] std::vector<int> kvm_fds() const;
     [[nodiscard]] const MachineConfig& config() const { return cfg_; }
 
 private:

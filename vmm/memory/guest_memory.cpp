@@ -1,5 +1,7 @@
 #include "vmm/memory/guest_memory.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 
 #include "vmm/memory/layout.hpp"
@@ -47,9 +49,14 @@ Result<GuestMemory> GuestMemory::create(const MemoryPlan& plan, int mmap_flags) 
         if (!mapping)
             return std::unexpected(mapping.error().context(
                 fmt::format("allocating {} MiB of guest memory at {:#x}", b.size >> 20, b.start)));
+        // Not inherited by fork(): a helper process (deferred_teardown.cpp) must not
+        // copy the guest's page tables, nor share its pages copy-on-write.
+        if (::madvise(mapping->data(), b.size, MADV_DONTFORK) != 0)
+            return fail_errno(fmt::format("madvise(MADV_DONTFORK) on guest memory at {:#x}", b.start));
         m.regions_.push_back(Region{GuestAddress(b.start), b.size, std::move(*mapping)});
     }
     m.map_ = plan.map;
+    m.droppable_pages_ = (mmap_flags & MAP_HUGETLB) == 0;
     return m;
 }
 
@@ -87,6 +94,25 @@ Result<void> GuestMemory::read(GuestAddress addr, std::span<uint8_t> out) const 
 Result<void> GuestMemory::fill(GuestAddress addr, uint8_t byte, uint64_t len) const {
     auto s = KILN_TRY(slice(addr, len));
     std::memset(s.data(), byte, len);
+    return {};
+}
+
+Result<void> GuestMemory::zero(GuestAddress addr, uint64_t len) const {
+    auto s = KILN_TRY(slice(addr, len));
+    if (len == 0) return {};
+    constexpr uintptr_t kPage = 4096;
+    auto* begin = s.data();
+    auto* end = s.data() + len;
+    auto* page_begin = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(begin) + kPage - 1) & ~(kPage - 1));
+    auto* page_end = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(end) & ~(kPage - 1));
+    if (!droppable_pages_ || page_begin >= page_end) {
+        std::memset(begin, 0, len);
+        return {};
+    }
+    std::memset(begin, 0, static_cast<size_t>(page_begin - begin));
+    if (::madvise(page_begin, static_cast<size_t>(page_end - page_begin), MADV_DONTNEED) != 0)
+        std::memset(page_begin, 0, static_cast<size_t>(page_end - page_begin)); // still correct, only costlier
+    std::memset(page_end, 0, static_cast<size_t>(end - page_end));
     return {};
 }
 

@@ -60,6 +60,10 @@ public:
     [[nodiscard]] Result<void> write(GuestAddress addr, std::span<const uint8_t> data) const;
     [[nodiscard]] Result<void> read(GuestAddress addr, std::span<uint8_t> out) const;
     [[nodiscard]] Result<void> fill(GuestAddress addr, uint8_t byte, uint64_t len) const;
+    // Makes [addr, addr+len) read as zero. Whole pages of private anonymous memory are
+    // dropped (MADV_DONTNEED) rather than written, so zeroing a kernel's .bss costs no
+    // resident memory: a fresh guest's untouched pages stay untouched.
+    [[nodiscard]] Result<void> zero(GuestAddress addr, uint64_t len) const;
 
     template <class T>
     [[nodiscard]] Result<void> write_obj(GuestAddress addr, const T& obj) const {
@@ -82,6 +86,7 @@ public:
 private:
     std::vector<Region> regions_;
     std::vector<MemoryRange> map_;
+    bool droppable_pages_ = false; // private anonymous 4 KiB pages: MADV_DONTNEED zeroes them
 };
 
 } // namespace kiln

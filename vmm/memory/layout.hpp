@@ -25,10 +25,25 @@ inline constexpr uint64_t kEbdaStart = 0x9fc00;        // the last KiB of base m
 inline constexpr uint64_t kLowRamEnd = 0x9f000;
 inline constexpr uint64_t kMpTable = 0x9fc00;          // MP floating pointer + config table
 inline constexpr uint64_t kHighMemory = 0x100000;      // 1 MiB: kernels load here
+// Linux setup_data (SETUP_DTB and friends), after the command line, in usable RAM the
+// kernel reserves itself once it has read it.
+inline constexpr uint64_t kSetupData = 0x30000;
+inline constexpr uint64_t kSetupDataEnd = 0x90000;
+// ACPI tables, RSDP first (16-byte aligned): inside the BIOS area Linux scans when the
+// loader passes no RSDP pointer, below the MP table's overflow area at 0xf0000.
+inline constexpr uint64_t kAcpiTables = 0xe0000;
+inline constexpr uint64_t kAcpiTablesEnd = 0xf0000;
 
 // The 32-bit MMIO hole: guest RAM never occupies [kMmioHoleStart, 4 GiB).
 inline constexpr uint64_t kMmioHoleStart = 3 * GiB;
 inline constexpr uint64_t kMmioHoleEnd = 4 * GiB;
+// virtio-mmio devices: one 4 KiB register window each from the start of the hole's
+// device area, device i at kVirtioMmioBase + i * kVirtioMmioStride on GSI
+// kVirtioMmioFirstGsi + i (IOAPIC pins 5..23, edge-triggered, active high).
+inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
+inline constexpr uint64_t kVirtioMmioStride = 0x1000;
+inline constexpr uint32_t kVirtioMmioFirstGsi = 5;
+inline constexpr uint32_t kVirtioMmioMaxDevices = 19;
 inline constexpr uint64_t kIoApic = 0xfec00000;
 inline constexpr uint64_t kLapic = 0xfee00000;
 // KVM needs three pages for the TSS and one for the EPT identity map (real-mode
