@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "firmware/platform.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/memory/guest_memory.hpp"
 
@@ -50,6 +51,17 @@ struct BootRequest {
     std::span<const uint8_t> initrd;          // empty: no initrd
     std::string_view cmdline;
     uint32_t num_cpus = 1;
+    // The machine the boot tables (MP table, ACPI) describe. Null: Platform::standard(
+    // num_cpus), no virtio devices. When set, its num_cpus must equal num_cpus.
+    const Platform* platform = nullptr;
+    // Write the ACPI tables at layout::kAcpiTables and point the kernel at the RSDP:
+    // boot_params.acpi_rsdp_addr (boot protocol 2.14+; older kernels find it by scanning
+    // 0xe0000-0xfffff) or hvm_start_info.rsdp_paddr. The MP table is written either way.
+    bool acpi = false;
+    // A flattened device tree to hand the kernel as SETUP_DTB setup_data at
+    // layout::kSetupData (bzImage with boot protocol 2.09+). Empty: none. PVH has no DTB
+    // path: a non-empty dtb with a PVH kernel is an error.
+    std::span<const uint8_t> dtb = {};
 };
 
 struct BootInfo {
@@ -59,11 +71,14 @@ struct BootInfo {
     // room it decompresses into (init_size, at pref_address when that is higher).
     uint64_t kernel_start = 0, kernel_end = 0;
     uint64_t initrd_start = 0, initrd_size = 0;  // 0 size: none
+    uint64_t acpi_rsdp = 0;    // the RSDP's address, 0 without ACPI
+    uint64_t setup_data = 0;   // bzImage: head of the setup_data list (boot_params.hdr.setup_data), 0: none
 };
 
 // Detects the format from the file's contents, loads the kernel, initrd and command
 // line into `mem`, writes the boot structures (boot_params/e820 or hvm_start_info,
-// the MP table, boot GDT and page tables) and returns the boot vCPU state.
+// the MP table, the ACPI tables, setup_data, boot GDT and page tables) and returns the
+// boot vCPU state.
 // Every failure is one clear message ("not a bzImage or PVH ELF kernel", "initrd of
 // 900 MiB does not fit below ...").
 [[nodiscard]] Result<BootInfo> load_kernel(const GuestMemory& mem, const BootRequest& req);

@@ -21,6 +21,8 @@ inline constexpr uint64_t kSectorSize = 512;
 inline constexpr uint8_t kDefaultSetupSects = 4;       // setup_sects 0 means 4 (protocol)
 
 inline constexpr uint16_t kMinVersion = 0x020c;        // 2.12: xloadflags, XLF_KERNEL_64
+inline constexpr uint16_t kSetupDataVersion = 0x0209;  // 2.09: hdr.setup_data
+inline constexpr uint16_t kAcpiRsdpVersion = 0x020e;   // 2.14: boot_params.acpi_rsdp_addr
 inline constexpr uint64_t kStartup64Offset = 0x200;    // 64-bit entry, from the payload start
 
 // loadflags
@@ -111,6 +113,16 @@ KILN_HDR_AT(init_size, 0x260);
 KILN_HDR_AT(kernel_info_offset, 0x268);
 #undef KILN_HDR_AT
 static_assert(sizeof(SetupHeader) == 0x26c - kSetupHeaderOffset);
+
+// setup_data: a singly linked list of typed blobs, headed by hdr.setup_data (boot.rst,
+// "Details of the setup_data"). Each node is this header followed by `len` bytes.
+struct [[gnu::packed]] SetupData {
+    uint64_t next;              // guest-physical address of the next node, 0 ends the list
+    uint32_t type;
+    uint32_t len;               // of the data after this header
+};
+static_assert(sizeof(SetupData) == 16);
+inline constexpr uint32_t kSetupDtb = 2;
 
 struct [[gnu::packed]] E820Entry {
     uint64_t addr;

@@ -6,7 +6,9 @@
 // mode at startup_64 (payload + 0x200) with RSI pointing at boot_params.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "firmware/acpi.hpp"
 #include "firmware/boot_cpu.hpp"
 #include "firmware/boot_params.hpp"
 #include "firmware/bytes.hpp"
@@ -60,6 +62,30 @@ Result<uint64_t> kernel_end(const SetupHeader& hdr, uint64_t payload_size) {
     return std::max(load_end, run_end);
 }
 
+// The setup_data list at layout::kSetupData: one node per blob, 8-byte aligned, linked
+// in order. Returns the head's address (0 for no blobs).
+struct SetupBlob {
+    uint32_t type;
+    std::span<const uint8_t> data;
+};
+
+Result<uint64_t> write_setup_data(const GuestMemory& mem, std::span<const SetupBlob> blobs) {
+    uint64_t at = layout::kSetupData, head = 0, prev = 0;
+    for (const auto& b : blobs) {
+        const uint64_t need = sizeof(SetupData) + b.data.size();
+        if (b.data.size() > UINT32_MAX || need > layout::kSetupDataEnd - at)
+            return fail("setup_data of {} bytes (type {}) does not fit in [{:#x}, {:#x})", b.data.size(), b.type,
+                        layout::kSetupData, layout::kSetupDataEnd);
+        KILN_TRY(mem.write_obj(GuestAddress(at), SetupData{0, b.type, static_cast<uint32_t>(b.data.size())}));
+        KILN_TRY(mem.write(GuestAddress(at + sizeof(SetupData)), b.data));
+        if (prev != 0) KILN_TRY(mem.write_obj(GuestAddress(prev + offsetof(SetupData, next)), at));
+        else head = at;
+        prev = at;
+        at = align_up(at + need, 8);
+    }
+    return head;
+}
+
 void fill_e820(BootParams& bp, const GuestMemory& mem, size_t count) {
     for (size_t i = 0; i < count; ++i) {
         const auto& r = mem.memory_map()[i];
@@ -80,6 +106,10 @@ Result<BootInfo> load_bzimage(const GuestMemory& mem, const BootRequest& req) {
                     file.size());
     BootParams bp = KILN_TRY(read_setup_header(file, setup_size));
     const auto payload = file.subspan(setup_size);
+    const uint16_t version = bp.hdr.version;
+    if (!req.dtb.empty() && version < kSetupDataVersion)
+        return fail("a device tree is passed as setup_data, which needs boot protocol 2.09; this bzImage has {}.{:02}",
+                    version >> 8, version & 0xff);
 
     const uint64_t ram_end = KILN_TRY(low_ram_end(mem));
     const uint64_t end = KILN_TRY(kernel_end(bp.hdr, payload.size()));
@@ -113,7 +143,14 @@ Result<BootInfo> load_bzimage(const GuestMemory& mem, const BootRequest& req) {
     bp.hdr.ramdisk_size = static_cast<uint32_t>(info.initrd_size);
     bp.ext_ramdisk_image = static_cast<uint32_t>(info.initrd_start >> 32);
     bp.ext_ramdisk_size = static_cast<uint32_t>(info.initrd_size >> 32);
-    bp.hdr.setup_data = 0; // no setup_data chain: never follow what the image had there
+    // Our own setup_data list, or none: never follow what the image had there.
+    std::vector<SetupBlob> blobs;
+    if (!req.dtb.empty()) blobs.push_back(SetupBlob{kSetupDtb, req.dtb});
+    info.setup_data = KILN_TRY_CTX(write_setup_data(mem, blobs), "writing setup_data");
+    bp.hdr.setup_data = info.setup_data;
+    // 2.14 added the field; an older kernel finds the RSDP by scanning 0xe0000-0xfffff.
+    if (req.acpi) info.acpi_rsdp = acpi::kRsdpAddress;
+    if (version >= kAcpiRsdpVersion) bp.acpi_rsdp_addr = info.acpi_rsdp;
     fill_e820(bp, mem, mem.memory_map().size());
     KILN_TRY_CTX(mem.write_obj(GuestAddress(layout::kZeroPage), bp), "writing boot_params");
 

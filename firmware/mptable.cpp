@@ -1,5 +1,6 @@
 #include "firmware/mptable.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -33,6 +34,16 @@ void copy_text(char (&dst)[N], const char* src) {
 
 uint8_t checksum_for(const uint8_t* data, size_t len) { return static_cast<uint8_t>(-byte_sum(data, len)); }
 
+// The virtio-mmio GSIs the 16 ISA entries do not already cover, sorted, once each.
+std::vector<uint32_t> extra_gsis(const Platform& p) {
+    std::vector<uint32_t> gsis;
+    for (const auto& d : p.virtio_mmio)
+        if (d.gsi >= kIsaIrqs) gsis.push_back(d.gsi);
+    std::sort(gsis.begin(), gsis.end());
+    gsis.erase(std::unique(gsis.begin(), gsis.end()), gsis.end());
+    return gsis;
+}
+
 } // namespace
 
 uint8_t byte_sum(const uint8_t* data, size_t len) {
@@ -41,15 +52,24 @@ uint8_t byte_sum(const uint8_t* data, size_t len) {
     return sum;
 }
 
-uint64_t config_table_size(uint32_t num_cpus) {
-    return sizeof(ConfigHeader) + uint64_t{num_cpus} * sizeof(ProcessorEntry) + sizeof(BusEntry) +
-           sizeof(IoApicEntry) + kIsaIrqs * sizeof(InterruptEntry) + 2 * sizeof(InterruptEntry);
+uint64_t config_table_size(uint32_t num_cpus) { return config_table_size(Platform::standard(num_cpus)); }
+
+uint64_t config_table_size(const Platform& platform) {
+    return sizeof(ConfigHeader) + uint64_t{platform.num_cpus} * sizeof(ProcessorEntry) + sizeof(BusEntry) +
+           sizeof(IoApicEntry) + (kIsaIrqs + extra_gsis(platform).size()) * sizeof(InterruptEntry) +
+           2 * sizeof(InterruptEntry);
 }
 
 Result<Placement> write(const GuestMemory& mem, uint32_t num_cpus) {
     if (num_cpus == 0 || num_cpus > kMaxCpus)
         return fail("the MP table describes 1 to {} vCPUs, not {}", kMaxCpus, num_cpus);
-    const auto ioapic_id = static_cast<uint8_t>(num_cpus); // the first APIC ID after the vCPUs
+    return write(mem, Platform::standard(num_cpus));
+}
+
+Result<Placement> write(const GuestMemory& mem, const Platform& platform) {
+    KILN_TRY_CTX(platform.validate(), "MP table");
+    const uint32_t num_cpus = platform.num_cpus;
+    const uint8_t ioapic_id = platform.ioapic.id;
 
     TableBuilder t;
     for (uint32_t i = 0; i < num_cpus; ++i) {
@@ -73,7 +93,7 @@ Result<Placement> write(const GuestMemory& mem, uint32_t num_cpus) {
     ioapic.id = ioapic_id;
     ioapic.version = kIoApicVersion;
     ioapic.flags = kIoApicEnabled;
-    ioapic.address = static_cast<uint32_t>(layout::kIoApic);
+    ioapic.address = static_cast<uint32_t>(platform.ioapic.address);
     t.add(ioapic);
 
     // KVM's default GSI routing sends ISA IRQ n to IOAPIC pin n (and PIC input n), so
@@ -86,6 +106,17 @@ Result<Placement> write(const GuestMemory& mem, uint32_t num_cpus) {
         e.source_irq = irq;
         e.dest_id = ioapic_id;
         e.dest_pin = irq;
+        t.add(e);
+    }
+    // Virtio-mmio interrupts above the ISA range, each on its own IOAPIC pin.
+    for (uint32_t gsi : extra_gsis(platform)) {
+        InterruptEntry e{};
+        e.type = kIoInterrupt;
+        e.interrupt_type = kInt;
+        e.source_bus = kIsaBusId;
+        e.source_irq = static_cast<uint8_t>(gsi);
+        e.dest_id = ioapic_id;
+        e.dest_pin = static_cast<uint8_t>(gsi - platform.ioapic.gsi_base);
         t.add(e);
     }
     // The PC's virtual-wire wiring: the PIC on LINT0 (ExtINT), NMI on LINT1, on every
@@ -109,7 +140,7 @@ Result<Placement> write(const GuestMemory& mem, uint32_t num_cpus) {
     copy_text(h.oem_id, "KILN    ");
     copy_text(h.product_id, "KILN VMM    ");
     h.entry_count = t.count();
-    h.lapic_address = static_cast<uint32_t>(layout::kLapic);
+    h.lapic_address = static_cast<uint32_t>(platform.lapic_address);
     std::memcpy(bytes.data(), &h, sizeof(h));
     bytes[offsetof(ConfigHeader, checksum)] = checksum_for(bytes.data(), bytes.size());
 

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "firmware/platform.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/memory/guest_memory.hpp"
 
@@ -17,7 +18,7 @@ namespace kiln::firmware::mptable {
 
 // xAPIC IDs are 8 bits, 0xff is broadcast, and the IOAPIC takes the ID after the last
 // vCPU: at most 254 vCPUs.
-inline constexpr uint32_t kMaxCpus = 254;
+inline constexpr uint32_t kMaxCpus = Platform::kMaxCpus;
 inline constexpr uint64_t kMpConfigHigh = 0xf0000;
 inline constexpr uint64_t kMpAreaEnd = 0xa0000;   // end of the KiB at layout::kMpTable
 inline constexpr uint64_t kMpConfigHighEnd = 0x100000;
@@ -114,9 +115,16 @@ struct Placement {
 
 // The size of the configuration table for `num_cpus` (header and entries).
 [[nodiscard]] uint64_t config_table_size(uint32_t num_cpus);
+[[nodiscard]] uint64_t config_table_size(const Platform& platform);
 
-// Writes the floating pointer and configuration table for `num_cpus` vCPUs (APIC IDs
-// 0..num_cpus-1, vCPU 0 the bootstrap processor).
+// Writes the floating pointer and configuration table for the platform's vCPUs (APIC
+// IDs 0..num_cpus-1, vCPU 0 the bootstrap processor) and IOAPIC. ISA IRQs 0-15 go to
+// the IOAPIC's pins 0-15; every virtio-mmio GSI above 15 gets an I/O interrupt entry of
+// its own (source: the ISA bus, IRQ = GSI, conforming = edge/active high), as
+// Firecracker writes them, so an MP-table kernel can route the
+// `virtio_mmio.device=...:GSI` interrupts.
+[[nodiscard]] Result<Placement> write(const GuestMemory& mem, const Platform& platform);
+// Platform::standard(num_cpus).
 [[nodiscard]] Result<Placement> write(const GuestMemory& mem, uint32_t num_cpus);
 
 // The byte sum the spec's checksums make zero.

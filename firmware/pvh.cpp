@@ -3,6 +3,7 @@
 // at hvm_start_info (command line, initrd as module 0, memory map).
 #include <algorithm>
 
+#include "firmware/acpi.hpp"
 #include "firmware/boot_cpu.hpp"
 #include "firmware/bytes.hpp"
 #include "firmware/elf.hpp"
@@ -56,6 +57,7 @@ Result<void> write_start_info(const GuestMemory& mem, const BootInfo& info) {
     si.cmdline_paddr = layout::kCmdline;
     si.memmap_paddr = pvh::kMemmapAddr;
     si.memmap_entries = static_cast<uint32_t>(map.size());
+    si.rsdp_paddr = info.acpi_rsdp; // 0: no ACPI
     if (info.initrd_size > 0) {
         KILN_TRY(mem.write_obj(GuestAddress(pvh::kModlistAddr),
                                pvh::ModlistEntry{info.initrd_start, info.initrd_size, 0, 0}));
@@ -69,6 +71,9 @@ Result<void> write_start_info(const GuestMemory& mem, const BootInfo& info) {
 } // namespace
 
 Result<BootInfo> load_pvh(const GuestMemory& mem, const BootRequest& req) {
+    if (!req.dtb.empty())
+        return fail("a device tree cannot be passed to a PVH kernel (hvm_start_info has no place for one); "
+                    "use the kernel's bzImage");
     const elf::PvhImage img = KILN_TRY(elf::parse_pvh(req.kernel));
     const uint64_t ram_end = KILN_TRY(low_ram_end(mem));
     KILN_TRY(check_segments(mem, img, ram_end));
@@ -90,6 +95,7 @@ Result<BootInfo> load_pvh(const GuestMemory& mem, const BootRequest& req) {
         info.initrd_start = KILN_TRY(place_initrd(mem, req.initrd, info.kernel_end, ram_end));
         info.initrd_size = req.initrd.size();
     }
+    if (req.acpi) info.acpi_rsdp = acpi::kRsdpAddress;
     KILN_TRY_CTX(write_start_info(mem, info), "writing hvm_start_info");
 
     info.cpu = KILN_TRY(boot_cpu::protected_mode_state(mem));

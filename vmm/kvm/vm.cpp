@@ -65,6 +65,26 @@ Result<void> Vm::irq_line(uint32_t gsi, bool level) const {
     return {};
 }
 
+Result<void> Vm::add_ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int fd) const {
+    kvm_ioeventfd io{};
+    io.datamatch = datamatch;
+    io.addr = addr;
+    io.len = len;
+    io.fd = fd;
+    io.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+    if (::ioctl(fd_.get(), KVM_IOEVENTFD, &io) < 0)
+        return fail_errno(fmt::format("KVM_IOEVENTFD at {:#x} (value {})", addr, datamatch));
+    return {};
+}
+
+Result<void> Vm::add_irqfd(uint32_t gsi, int fd) const {
+    kvm_irqfd irq{};
+    irq.fd = static_cast<uint32_t>(fd);
+    irq.gsi = gsi;
+    if (::ioctl(fd_.get(), KVM_IRQFD, &irq) < 0) return fail_errno(fmt::format("KVM_IRQFD gsi {}", gsi));
+    return {};
+}
+
 Result<Vcpu> Vm::create_vcpu(const Kvm& kvm, uint32_t id) const {
     int fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
     if (fd < 0) return fail_errno(fmt::format("KVM_CREATE_VCPU {}", id));

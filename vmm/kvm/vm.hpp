@@ -21,6 +21,11 @@ public:
                                                  void* host, uint32_t flags = 0) const;
     // Level of an interrupt line on the in-kernel irqchip (GSI routing: PIC + IOAPIC).
     [[nodiscard]] Result<void> irq_line(uint32_t gsi, bool level) const;
+    // An MMIO write of `len` bytes of value `datamatch` at `addr` signals `fd` inside
+    // KVM instead of exiting to userspace (virtio queue notifications).
+    [[nodiscard]] Result<void> add_ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int fd) const;
+    // Writing to `fd` raises an edge on `gsi` of the in-kernel irqchip.
+    [[nodiscard]] Result<void> add_irqfd(uint32_t gsi, int fd) const;
     [[nodiscard]] Result<Vcpu> create_vcpu(const Kvm& kvm, uint32_t id) const;
     [[nodiscard]] Result<void> enable_cap(uint32_t cap, uint64_t arg0 = 0) const;
     [[nodiscard]] int check_extension(long cap) const;

@@ -4,6 +4,8 @@
 
 #include "vmm/memory/layout.hpp"
 
+#include <linux/virtio_mmio.h>
+
 namespace kiln {
 
 void KvmIrqLine::set_level(bool asserted) {
@@ -13,6 +15,37 @@ void KvmIrqLine::set_level(bool asserted) {
 void KvmIrqLine::trigger() {
     set_level(true);
     set_level(false);
+}
+
+Result<std::unique_ptr<IrqfdLine>> IrqfdLine::create(const Vm& vm, uint32_t gsi) {
+    auto fd = KILN_TRY(EventFd::create());
+    KILN_TRY(vm.add_irqfd(gsi, fd.get()));
+    return std::unique_ptr<IrqfdLine>(new IrqfdLine(std::move(fd)));
+}
+
+Result<void> DeviceManager::add_virtio_mmio(const Vm& vm, const GuestMemory& mem,
+                                            std::unique_ptr<virtio::Device> device) {
+    const auto index = static_cast<uint32_t>(virtio_.size());
+    if (index >= layout::kVirtioMmioMaxDevices)
+        return fail("more than {} virtio devices", layout::kVirtioMmioMaxDevices);
+    const uint64_t base = layout::kVirtioMmioBase + index * layout::kVirtioMmioStride;
+    const uint32_t gsi = layout::kVirtioMmioFirstGsi + index;
+    VirtioMmioInfo info{base, virtio::kMmioWindowSize, gsi, device->device_id(), std::string(device->name())};
+
+    auto& irq = *irqs_.emplace_back(KILN_TRY_CTX(IrqfdLine::create(vm, gsi), "{} interrupt", info.name));
+    auto transport = KILN_TRY(virtio::MmioTransport::create(std::move(device), mem, irq));
+    for (uint16_t q = 0; q < transport->num_queues(); ++q)
+        KILN_TRY_CTX(vm.add_ioeventfd(base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, transport->kick_fd(q)),
+                     "{} queue {} notifier", info.name, q);
+    KILN_TRY(mmio_.insert(*transport, base, virtio::kMmioWindowSize, info.name));
+    virtio_.push_back(transport.get());
+    devices_.push_back(std::move(transport));
+    virtio_info_.push_back(std::move(info));
+    return {};
+}
+
+void DeviceManager::reset_virtio() {
+    for (auto* t : virtio_) t->device().reset();
 }
 
 Result<void> DeviceManager::add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits) {

@@ -9,6 +9,8 @@
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/serial.hpp"
+#include "devices/virtio/mmio.hpp"
+#include "vmm/base/event_fd.hpp"
 #include "vmm/bus/bus.hpp"
 #include "vmm/bus/irq_line.hpp"
 #include "vmm/kvm/vm.hpp"
@@ -27,12 +29,44 @@ private:
     uint32_t gsi_;
 };
 
+// An edge-triggered line behind a KVM irqfd: trigger() is one eventfd write, safe from
+// any thread (virtio queue workers), and KVM injects the interrupt itself.
+class IrqfdLine final : public IrqLine {
+public:
+    [[nodiscard]] static Result<std::unique_ptr<IrqfdLine>> create(const Vm& vm, uint32_t gsi);
+    void set_level(bool asserted) override {
+        if (asserted) trigger(); // an edge line has no level; asserting is an edge
+    }
+    void trigger() override { fd_.signal(); }
+
+private:
+    explicit IrqfdLine(EventFd fd) : fd_(std::move(fd)) {}
+    EventFd fd_;
+};
+
+// Where a virtio-mmio device sits, for the firmware's tables and the command line.
+struct VirtioMmioInfo {
+    uint64_t base = 0;
+    uint64_t size = 0;
+    uint32_t gsi = 0;
+    uint32_t device_id = 0;
+    std::string name;
+};
+
 class DeviceManager {
 public:
     DeviceManager() : pio_("port I/O"), mmio_("MMIO") {}
 
     // The legacy PC devices: COM1, the i8042 reset line, the debug-exit port.
     [[nodiscard]] Result<void> add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits);
+
+    // Puts a virtio device behind the next virtio-mmio window (layout.hpp), with an
+    // irqfd for its interrupt and an ioeventfd per queue on QueueNotify.
+    [[nodiscard]] Result<void> add_virtio_mmio(const Vm& vm, const GuestMemory& mem,
+                                               std::unique_ptr<virtio::Device> device);
+    [[nodiscard]] const std::vector<VirtioMmioInfo>& virtio_mmio() const { return virtio_info_; }
+    // Stops every virtio device's workers (before guest memory goes away).
+    void reset_virtio();
 
     [[nodiscard]] const Bus& pio() const { return pio_; }
     [[nodiscard]] const Bus& mmio() const { return mmio_; }
@@ -43,6 +77,8 @@ private:
     std::vector<std::unique_ptr<IrqLine>> irqs_;
     std::vector<std::unique_ptr<BusDevice>> devices_;
     Serial8250* serial_ = nullptr;
+    std::vector<virtio::MmioTransport*> virtio_;
+    std::vector<VirtioMmioInfo> virtio_info_;
 };
 
 } // namespace kiln

@@ -1,0 +1,98 @@
+// Virtqueue: the device side of one split virtqueue (virtio 1.2, section 2.7) in guest
+// memory.
+//
+// Everything in the rings is written by the guest and may change under us at any time,
+// so every index, address and length is checked before use, each value is read once
+// (into a local) and then trusted only as that copy, and descriptor chains are walked
+// with a hop limit: a chain that loops or is longer than the queue is reported as
+// broken, never followed forever. A Virtqueue is used by one thread at a time (the
+// device's queue worker); configure() and reset() happen while that worker is stopped.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+
+#include "vmm/base/result.hpp"
+#include "vmm/memory/guest_memory.hpp"
+
+namespace kiln::virtio {
+
+// Largest queue Kiln offers (QueueNumMax) and the longest chain it accepts, indirect
+// tables included. 256 segments covers Linux's default seg_max (254 data segments plus
+// a header and a status descriptor).
+inline constexpr uint16_t kMaxQueueSize = 256;
+inline constexpr uint32_t kMaxChainSegments = 258;
+
+// One guest buffer of a chain, already checked to lie inside guest RAM.
+struct Segment {
+    uint8_t* host = nullptr;
+    uint32_t len = 0;
+    bool writable = false; // device-writable (VRING_DESC_F_WRITE)
+};
+
+// A descriptor chain taken off the available ring. Fixed capacity: popping allocates
+// nothing. When `broken` is set the chain could not be walked to its end (bad address,
+// loop, too long, bad indirect table); `segments` then holds what was valid before the
+// fault, and the device must still return `head` to the driver (with an error status
+// where its protocol has one) so the driver does not wait forever.
+struct Chain {
+    uint16_t head = 0;
+    uint32_t count = 0;
+    std::array<Segment, kMaxChainSegments> segments;
+    const char* broken = nullptr; // why the walk stopped early, or nullptr
+    [[nodiscard]] std::span<const Segment> view() const { return {segments.data(), count}; }
+};
+
+class Virtqueue {
+public:
+    struct Layout {
+        uint16_t size = 0;
+        uint64_t desc = 0, avail = 0, used = 0; // guest-physical addresses
+    };
+
+    // Checks the layout against guest memory (sizes, alignment, every ring inside RAM)
+    // and caches host pointers to the rings. `event_idx` / `indirect`: the negotiated
+    // VIRTIO_RING_F_EVENT_IDX / VIRTIO_RING_F_INDIRECT_DESC.
+    [[nodiscard]] Result<void> configure(const GuestMemory& mem, Layout layout, bool event_idx, bool indirect);
+    void reset();
+    [[nodiscard]] bool configured() const { return desc_ != nullptr; }
+    [[nodiscard]] uint16_t size() const { return size_; }
+
+    enum class Pop { Empty, Chain, QueueBroken };
+    // Takes the next available chain. QueueBroken means the ring itself is nonsense (an
+    // available index that ran ahead by more than the queue size, or a head index out
+    // of range): nothing can be returned to the driver, and the device should report
+    // DEVICE_NEEDS_RESET. `why` says what was wrong.
+    [[nodiscard]] Pop pop(Chain& out, const char** why = nullptr);
+
+    // Puts a finished chain on the used ring (`written`: bytes the device wrote).
+    void push_used(uint16_t head, uint32_t written);
+
+    // After one or more push_used(): whether the driver asked to be interrupted now
+    // (VRING_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). Resets the batch.
+    [[nodiscard]] bool needs_interrupt();
+
+    // Before the worker sleeps: with EVENT_IDX, publishes avail_event so the driver
+    // kicks on its next buffer. Returns true if buffers arrived meanwhile (the worker
+    // must not sleep then).
+    [[nodiscard]] bool prepare_to_sleep();
+
+private:
+    [[nodiscard]] uint16_t load_avail_idx() const;
+    bool walk(const GuestMemory& mem, uint16_t head, Chain& out);
+    bool add_segment(Chain& out, uint64_t addr, uint32_t len, bool writable);
+
+    const GuestMemory* mem_ = nullptr;
+    uint16_t size_ = 0;
+    bool event_idx_ = false, indirect_ = false;
+    uint8_t* desc_ = nullptr;   // struct vring_desc[size]
+    uint8_t* avail_ = nullptr;  // flags, idx, ring[size], used_event
+    uint8_t* used_ = nullptr;   // flags, idx, {id, len}[size], avail_event
+    uint16_t last_avail_ = 0;   // next available entry to take
+    uint16_t used_idx_ = 0;     // our copy of used->idx
+    uint16_t signalled_used_ = 0; // used idx at the last needs_interrupt()
+};
+
+} // namespace kiln::virtio
