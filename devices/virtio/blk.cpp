@@ -8,6 +8,7 @@
 
 #include <liburing.h>
 #include <linux/virtio_blk.h>
+#include <poll.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/uio.h>
@@ -45,7 +46,12 @@ public:
         : image_(image), serial_(serial), vq_(vq), kick_fd_(kick_fd), irq_(irq) {}
     ~BlkQueueWorker() {
         stop();
-        if (ring_ready_) io_uring_queue_exit(&ring_);
+        if (!ring_ready_) return;
+        // Drop the ring's references to the disk's files now: closing a ring releases
+        // them from a kernel worker some time later, and until then the image's OFD
+        // locks outlive kiln, so the next VM on the same image would be refused.
+        if (files_registered_) io_uring_unregister_files(&ring_);
+        io_uring_queue_exit(&ring_);
     }
     BlkQueueWorker(const BlkQueueWorker&) = delete;
     BlkQueueWorker& operator=(const BlkQueueWorker&) = delete;

@@ -108,3 +108,64 @@ TEST_CASE("size parsing") {
     CHECK_FALSE(parse_size("17179869184G")); // 2^34 GiB = 2^64 bytes
     CHECK(parse_size("99999999999999999999999").error().message().find("too large") != std::string::npos);
 }
+
+TEST_CASE("cli: disks and device discovery flags") {
+    auto r = parse_run({"--kernel", "k", "--disk", "path=base.img,snapshot=on,cache=none", "--disk=scratch=1G",
+                        "--acpi", "off", "--dtb", "--dump-acpi", "acpi-out", "--dump-dtb=kiln.dtb"});
+    REQUIRE_MESSAGE(r, r.error().message());
+    const auto& c = r->config;
+    REQUIRE(c.disks.size() == 2);
+    CHECK(c.disks[0].path == "base.img");
+    CHECK(c.disks[0].snapshot);
+    CHECK(c.disks[0].cache == block::Cache::None);
+    CHECK(c.disks[1].path.empty());
+    CHECK(c.disks[1].scratch_size == (uint64_t(1) << 30));
+    CHECK_FALSE(c.acpi);
+    CHECK(c.dtb);
+    CHECK(c.dump_acpi_dir == "acpi-out");
+    CHECK(c.dump_dtb_path == "kiln.dtb");
+    auto d = parse_run({"--kernel", "k"});
+    REQUIRE(d);
+    CHECK(d->config.acpi);
+    CHECK_FALSE(d->config.dtb);
+    CHECK(d->config.disks.empty());
+
+    CHECK(error_of({"run", "--kernel", "k", "--acpi", "maybe"}) == "--acpi: 'maybe' is not on or off");
+    CHECK(error_of({"run", "--kernel", "k", "--dtb=yes"}) == "--dtb takes no value");
+    CHECK(error_of({"run", "--kernel", "k", "--dump-acpi", ""}) == "--dump-acpi needs a directory");
+    CHECK(error_of({"run", "--kernel", "k", "--disk"}) == "run: --disk needs a value (see 'kiln run --help')");
+    CHECK(error_of({"run", "--kernel", "k", "--disk", "path=a,cache=maybe"}).find("cache") != std::string::npos);
+    std::vector<std::string> many{"run", "--kernel", "k"};
+    for (int i = 0; i < 20; ++i) many.insert(many.end(), {"--disk", "scratch=1M"});
+    CHECK(error_of(many) == "20 disks: at most 19 virtio devices fit the machine");
+}
+
+TEST_CASE("cli: kiln disk create") {
+    auto c = parse({"disk", "create", "--backing", "base.img", "--backing-format=raw", "--cluster-size", "4K",
+                    "child.qcow2"});
+    REQUIRE_MESSAGE(c, c.error().message());
+    REQUIRE(std::holds_alternative<cli::DiskCreateCommand>(*c));
+    const auto& s = std::get<cli::DiskCreateCommand>(*c).spec;
+    CHECK(s.path == "child.qcow2");
+    CHECK(s.backing == "base.img");
+    CHECK(s.backing_format == block::Format::Raw);
+    CHECK(s.cluster_bits == 12);
+    CHECK_FALSE(s.size);
+    auto sized = parse({"disk", "create", "--size", "1T", "scratch.qcow2"});
+    REQUIRE(sized);
+    CHECK(*std::get<cli::DiskCreateCommand>(*sized).spec.size == (uint64_t(1) << 40));
+    CHECK(std::holds_alternative<cli::ShowHelp>(*parse({"disk", "--help"})));
+    CHECK(std::holds_alternative<cli::ShowHelp>(*parse({"help", "disk"})));
+
+    CHECK(error_of({"disk", "create"}) == "disk create: no image name given (see 'kiln disk --help')");
+    CHECK(error_of({"disk", "create", "x.qcow2"}) == "disk create: give --size, or --backing to take its size");
+    CHECK(error_of({"disk", "create", "a", "b", "--size", "1G"}) ==
+          "disk create: two image names, 'a' and 'b' (see 'kiln disk --help')");
+    CHECK(error_of({"disk", "create", "--size", "1000", "x"}) == "--size must be a non-zero multiple of 512 bytes");
+    CHECK(error_of({"disk", "create", "--size", "1G", "--cluster-size", "3K", "x"}) ==
+          "--cluster-size must be a power of two from 512 to 2M, not 3072");
+    CHECK(error_of({"disk", "create", "--size", "1G", "--backing-format", "raw", "x"}) ==
+          "disk create: --backing-format without --backing");
+    CHECK(error_of({"disk", "create", "--frob", "x"}) == "disk create: unknown flag '--frob' (see 'kiln disk --help')");
+    CHECK(error_of({"disk", "remove", "x"}) == "disk: unknown command 'remove' (see 'kiln disk --help')");
+}

@@ -13,10 +13,30 @@ std::string main_help() {
 
 Usage:
   kiln run --kernel FILE [options]   boot a kernel and exit with the guest's status
-  kiln help [run]                    show this help, or the help of a command
+  kiln disk create [options] FILE    make a qcow2 image, e.g. a child of a base image
+  kiln help [run|disk]               show this help, or the help of a command
   kiln --version                     print the version
 
 Run 'kiln run --help' for the options of run, and the exit statuses.
+)";
+}
+
+std::string disk_help() {
+    return R"(Usage: kiln disk create [--backing BASE [--backing-format raw|qcow2]] [--size SIZE]
+                        [--cluster-size SIZE] FILE
+
+Creates FILE, a new qcow2 (version 3) image. With --backing it is a copy-on-write child
+of BASE: reads of what the VM has not written come from BASE, which is never written
+(run VMs with --disk path=FILE). BASE is recorded as given, relative to FILE's
+directory as QEMU resolves it; its format is probed unless given. The size defaults to
+BASE's. FILE must not exist. The cost does not depend on the size.
+
+Options:
+  --backing BASE           the read-only image the child starts from
+  --backing-format FMT     raw or qcow2 (default: probed from BASE)
+  --size SIZE              virtual size, e.g. 10G (required without --backing)
+  --cluster-size SIZE      512 to 2M, a power of two (default 64K)
+  -h, --help               show this help
 )";
 }
 
@@ -38,8 +58,23 @@ Options:
   --fail-on REGEX      exit 123 as soon as a console line matches
                        (default: kernel panic or Oops lines; '' disables)
                        REGEX is POSIX extended (grep -E), plus \b \w \s \d
+  --disk SPEC          a virtio-blk disk (repeatable; the guest sees them in order):
+                         path=FILE[,format=raw|qcow2][,readonly=on][,snapshot=on]
+                         [,cache=none|writeback][,queues=N][,serial=ID]
+                       or scratch=SIZE: an empty sparse disk, gone at exit.
+                       snapshot=on: writes go to a temporary overlay, discarded
+                       when kiln ends however it ends; FILE is only read.
+                       cache=none opens the files O_DIRECT (default writeback).
+  --acpi on|off        ACPI tables for the guest (default on)
+  --dtb                also pass a device tree (SETUP_DTB; bzImage kernels)
+  --dump-acpi DIR      write each ACPI table to DIR/<SIGNATURE>.aml
+  --dump-dtb FILE      write the device tree blob to FILE
   --log-level LEVEL    trace, debug, info, warn (default), error, off
   -h, --help           show this help
+
+Devices: every virtio device is described three ways at once: ACPI (LNRO0005
+devices in the DSDT), virtio_mmio.device=SIZE@BASE:IRQ words appended to the command
+line, and (with --dtb) virtio,mmio device-tree nodes.
 
 Exit status:
   N      the guest wrote N to the debug-exit port 0x501 (0-255)
@@ -102,7 +137,10 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
             if (i + 1 >= args.size()) return fail("run: {} needs a value (see 'kiln run --help')", flag);
             return args[++i];
         };
-        if (flag == "--kernel") {
+        if (flag == "--dtb") { // the one flag without a value
+            if (inline_value) return fail("--dtb takes no value");
+            cfg.dtb = true;
+        } else if (flag == "--kernel") {
             cfg.kernel_path = KILN_TRY(value());
             if (cfg.kernel_path.empty()) return fail("--kernel needs a file name");
         } else if (flag == "--initrd") {
@@ -125,6 +163,18 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
             auto v = KILN_TRY(value());
             if (v.empty()) cfg.fail_on.reset();
             else cfg.fail_on = v;
+        } else if (flag == "--disk") {
+            cfg.disks.push_back(KILN_TRY(block::parse_disk_spec(KILN_TRY(value()))));
+        } else if (flag == "--acpi") {
+            const auto v = KILN_TRY(value());
+            if (v != "on" && v != "off") return fail("--acpi: '{}' is not on or off", v);
+            cfg.acpi = v == "on";
+        } else if (flag == "--dump-acpi") {
+            cfg.dump_acpi_dir = KILN_TRY(value());
+            if (cfg.dump_acpi_dir.empty()) return fail("--dump-acpi needs a directory");
+        } else if (flag == "--dump-dtb") {
+            cfg.dump_dtb_path = KILN_TRY(value());
+            if (cfg.dump_dtb_path.empty()) return fail("--dump-dtb needs a file name");
         } else if (flag == "--log-level") {
             run.log_level = KILN_TRY(parse_log_level(KILN_TRY(value())));
         } else {
@@ -134,6 +184,59 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
     if (cfg.kernel_path.empty()) return fail("run: no kernel given: use --kernel FILE (see 'kiln run --help')");
     KILN_TRY(cfg.validate());
     return run;
+}
+
+Result<Command> parse_disk(const std::vector<std::string>& args) {
+    if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") return ShowHelp{disk_help()};
+    if (args[0] != "create") return fail("disk: unknown command '{}' (see 'kiln disk --help')", args[0]);
+    DiskCreateCommand cmd;
+    block::CreateSpec& spec = cmd.spec;
+    for (size_t i = 1; i < args.size(); ++i) {
+        std::string flag = args[i];
+        if (flag == "-h" || flag == "--help") return ShowHelp{disk_help()};
+        if (!flag.starts_with("--")) {
+            if (!spec.path.empty())
+                return fail("disk create: two image names, '{}' and '{}' (see 'kiln disk --help')", spec.path, flag);
+            spec.path = flag;
+            continue;
+        }
+        std::optional<std::string> inline_value;
+        if (auto eq = flag.find('='); eq != std::string::npos) {
+            inline_value = flag.substr(eq + 1);
+            flag = flag.substr(0, eq);
+        }
+        auto value = [&]() -> Result<std::string> {
+            if (inline_value) return *inline_value;
+            if (i + 1 >= args.size()) return fail("disk create: {} needs a value", flag);
+            return args[++i];
+        };
+        if (flag == "--backing") {
+            spec.backing = KILN_TRY(value());
+            if (spec.backing.empty()) return fail("--backing needs a file name");
+        } else if (flag == "--backing-format") {
+            const auto v = KILN_TRY(value());
+            if (v == "raw") spec.backing_format = block::Format::Raw;
+            else if (v == "qcow2") spec.backing_format = block::Format::Qcow2;
+            else return fail("--backing-format: '{}' is not raw or qcow2", v);
+        } else if (flag == "--size") {
+            spec.size = KILN_TRY_CTX(parse_size(KILN_TRY(value())), "--size");
+            if (*spec.size == 0 || *spec.size % 512) return fail("--size must be a non-zero multiple of 512 bytes");
+        } else if (flag == "--cluster-size") {
+            const uint64_t c = KILN_TRY_CTX(parse_size(KILN_TRY(value())), "--cluster-size");
+            if (c < 512 || c > (2u << 20) || (c & (c - 1)))
+                return fail("--cluster-size must be a power of two from 512 to 2M, not {}", c);
+            spec.cluster_bits = static_cast<uint32_t>(__builtin_ctzll(c));
+        } else if (flag == "--log-level") {
+            cmd.log_level = KILN_TRY(parse_log_level(KILN_TRY(value())));
+        } else {
+            return fail("disk create: unknown flag '{}' (see 'kiln disk --help')", flag);
+        }
+    }
+    if (spec.path.empty()) return fail("disk create: no image name given (see 'kiln disk --help')");
+    if (spec.backing.empty() && !spec.size) return fail("disk create: give --size, or --backing to take its size");
+    if (spec.backing.empty() && spec.backing_format != block::Format::Auto)
+        return fail("disk create: --backing-format without --backing");
+    return cmd;
 }
 
 } // namespace
@@ -149,9 +252,11 @@ Result<Command> parse(const std::vector<std::string>& args) {
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
         if (rest.empty()) return ShowHelp{main_help()};
         if (rest.size() == 1 && rest[0] == "run") return ShowHelp{run_help()};
-        return fail("help: no such command '{}' (commands: run)", rest[0]);
+        if (rest.size() == 1 && rest[0] == "disk") return ShowHelp{disk_help()};
+        return fail("help: no such command '{}' (commands: run, disk)", rest[0]);
     }
     if (cmd == "run") return parse_run(rest);
+    if (cmd == "disk") return parse_disk(rest);
     if (cmd.starts_with("-")) return fail("unknown option '{}' (try 'kiln help')", cmd);
     return fail("unknown command '{}' (try 'kiln help')", cmd);
 }

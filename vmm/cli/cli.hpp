@@ -9,6 +9,7 @@
 #include <spdlog/common.h>
 
 #include "vmm/base/result.hpp"
+#include "devices/block/disk.hpp"
 #include "vmm/machine/config.hpp"
 
 namespace kiln::cli {
@@ -20,7 +21,13 @@ struct RunCommand {
     spdlog::level::level_enum log_level = spdlog::level::warn;
 };
 
-using Command = std::variant<ShowHelp, ShowVersion, RunCommand>;
+// `kiln disk create ...`: a qcow2 image, usually a child over a read-only base.
+struct DiskCreateCommand {
+    block::CreateSpec spec;
+    spdlog::level::level_enum log_level = spdlog::level::warn;
+};
+
+using Command = std::variant<ShowHelp, ShowVersion, RunCommand, DiskCreateCommand>;
 
 // argv without the program name. Errors are one line, e.g.
 // "run: unknown flag '--foo' (see 'kiln run --help')".
@@ -28,5 +35,6 @@ using Command = std::variant<ShowHelp, ShowVersion, RunCommand>;
 
 [[nodiscard]] std::string main_help();
 [[nodiscard]] std::string run_help();
+[[nodiscard]] std::string disk_help();
 
 } // namespace kiln::cli

@@ -82,6 +82,10 @@ int main(int argc, char** argv) {
             } else if constexpr (std::is_same_v<T, kiln::cli::ShowVersion>) {
                 std::printf("kiln %s\n", KILN_VERSION);
                 return 0;
+            } else if constexpr (std::is_same_v<T, kiln::cli::DiskCreateCommand>) {
+                kiln::setup_logging(c.log_level);
+                if (auto r = kiln::block::create_image(c.spec); !r) return die(r.error());
+                return 0;
             } else {
                 return run(std::move(c));
             }

@@ -5,8 +5,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "devices/block/disk.hpp"
 #include "vmm/base/result.hpp"
+#include "vmm/base/size.hpp"
 #include "vmm/memory/layout.hpp"
 
 namespace kiln {
@@ -33,12 +36,19 @@ struct MachineConfig {
     bool forward_stdin = false;  // feed the terminal's input to the serial port
     std::string kvm_path = "/dev/kvm";
 
+    // virtio-blk disks, in order: virtio-mmio slots 0, 1, ... (layout.hpp).
+    std::vector<block::DiskSpec> disks;
+    // How the guest finds its devices. The `virtio_mmio.device=` words are always added
+    // to the command line when there are virtio devices; ACPI tables (for stock distro
+    // kernels) unless `acpi` is off; a device tree as SETUP_DTB with `dtb` (bzImage only).
+    bool acpi = true;
+    bool dtb = false;
+    std::string dump_acpi_dir; // --dump-acpi DIR: each table to DIR/<SIG>.aml
+    std::string dump_dtb_path; // --dump-dtb FILE
+
     // Checks what can be checked without the host: sizes, counts, regex syntax.
     [[nodiscard]] Result<void> validate() const;
 };
 
-// "512M", "2G", "1024K", "4096" (bytes), "1T"; binary units; case-insensitive suffix
-// with optional "iB"/"B". Rejects zero-free garbage, overflow, negative numbers.
-[[nodiscard]] Result<uint64_t> parse_size(std::string_view text);
 
 } // namespace kiln

@@ -23,21 +23,21 @@ Result<std::unique_ptr<IrqfdLine>> IrqfdLine::create(const Vm& vm, uint32_t gsi)
     return std::unique_ptr<IrqfdLine>(new IrqfdLine(std::move(fd)));
 }
 
-Result<void> DeviceManager::add_virtio_mmio(const Vm& vm, const GuestMemory& mem,
+Result<void> DeviceManager::add_virtio_mmio(const Vm& vm, const GuestMemory& mem, const firmware::VirtioMmioDesc& slot,
                                             std::unique_ptr<virtio::Device> device) {
-    const auto index = static_cast<uint32_t>(virtio_.size());
-    if (index >= layout::kVirtioMmioMaxDevices)
-        return fail("more than {} virtio devices", layout::kVirtioMmioMaxDevices);
-    const uint64_t base = layout::kVirtioMmioBase + index * layout::kVirtioMmioStride;
-    const uint32_t gsi = layout::kVirtioMmioFirstGsi + index;
-    VirtioMmioInfo info{base, virtio::kMmioWindowSize, gsi, device->device_id(), std::string(device->name())};
+    if (slot.size < virtio::kMmioWindowSize)
+        return fail("{}: a virtio-mmio window of {:#x} bytes is smaller than the transport's {:#x}", device->name(),
+                    slot.size, virtio::kMmioWindowSize);
+    const uint64_t base = slot.base;
+    const uint32_t gsi = slot.gsi;
+    VirtioMmioInfo info{base, slot.size, gsi, device->device_id(), std::string(device->name())};
 
     auto& irq = *irqs_.emplace_back(KILN_TRY_CTX(IrqfdLine::create(vm, gsi), "{} interrupt", info.name));
     auto transport = KILN_TRY(virtio::MmioTransport::create(std::move(device), mem, irq));
     for (uint16_t q = 0; q < transport->num_queues(); ++q)
         KILN_TRY_CTX(vm.add_ioeventfd(base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, transport->kick_fd(q)),
                      "{} queue {} notifier", info.name, q);
-    KILN_TRY(mmio_.insert(*transport, base, virtio::kMmioWindowSize, info.name));
+    KILN_TRY(mmio_.insert(*transport, base, slot.size, info.name));
     virtio_.push_back(transport.get());
     devices_.push_back(std::move(transport));
     virtio_info_.push_back(std::move(info));

@@ -10,6 +10,7 @@
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/serial.hpp"
 #include "devices/virtio/mmio.hpp"
+#include "firmware/platform.hpp"
 #include "vmm/base/event_fd.hpp"
 #include "vmm/bus/bus.hpp"
 #include "vmm/bus/irq_line.hpp"
@@ -60,9 +61,11 @@ public:
     // The legacy PC devices: COM1, the i8042 reset line, the debug-exit port.
     [[nodiscard]] Result<void> add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits);
 
-    // Puts a virtio device behind the next virtio-mmio window (layout.hpp), with an
-    // irqfd for its interrupt and an ioeventfd per queue on QueueNotify.
+    // Puts a virtio device behind the virtio-mmio window `slot` describes (the same
+    // firmware::Platform entry the boot tables are made from), with an irqfd for its
+    // interrupt and an ioeventfd per queue on QueueNotify.
     [[nodiscard]] Result<void> add_virtio_mmio(const Vm& vm, const GuestMemory& mem,
+                                               const firmware::VirtioMmioDesc& slot,
                                                std::unique_ptr<virtio::Device> device);
     [[nodiscard]] const std::vector<VirtioMmioInfo>& virtio_mmio() const { return virtio_info_; }
     // Stops every virtio device's workers (before guest memory goes away).

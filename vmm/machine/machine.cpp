@@ -11,6 +11,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "devices/virtio/blk.hpp"
+#include "firmware/acpi.hpp"
+#include "firmware/fdt.hpp"
+#include "firmware/virtio_mmio_cmdline.hpp"
 #include "vmm/machine/cpuid.hpp"
 #include "vmm/machine/vcpu_setup.hpp"
 
@@ -71,6 +75,11 @@ Result<void> Machine::build() {
     if (kernel.empty()) return fail("kernel '{}' is empty", cfg_.kernel_path);
     std::vector<uint8_t> initrd;
     if (!cfg_.initrd_path.empty()) initrd = KILN_TRY(read_file(cfg_.initrd_path, "initrd"));
+    // Disks too: a missing image, a corrupt header or a lock held by another VM fails
+    // here, before KVM is touched and before anything is written.
+    std::vector<std::unique_ptr<block::DiskImage>> images;
+    for (size_t i = 0; i < cfg_.disks.size(); ++i)
+        images.push_back(KILN_TRY_CTX(block::open_disk(cfg_.disks[i]), "--disk {}", i));
 
     auto plan = KILN_TRY(MemoryPlan::for_ram_size(cfg_.memory_bytes));
     if (uint64_t host = host_memory_bytes(); host && cfg_.memory_bytes > host)
@@ -100,7 +109,33 @@ Result<void> Machine::build() {
     KILN_TRY(vm_->create_irqchip());
     KILN_TRY(vm_->create_pit2());
 
-    firmware::BootRequest req{kernel, initrd, cfg_.cmdline, cfg_.cpus};
+    // One description of the machine: the MP table, the ACPI tables, the device tree and
+    // the command-line words are all generated from it, and the devices sit where it says.
+    platform_ = firmware::Platform::standard(cfg_.cpus);
+    for (size_t i = 0; i < images.size(); ++i) {
+        const auto& spec = cfg_.disks[i];
+        virtio::VirtioBlk::Options opt{fmt::format("virtio-blk{}", i), spec.serial, spec.queues};
+        spdlog::info("disk {}: {}{}", i, images[i]->describe(), images[i]->read_only() ? ", read-only" : "");
+        auto blk = KILN_TRY(virtio::VirtioBlk::create(std::move(images[i]), std::move(opt)));
+        const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(blk->name())));
+        KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(blk)));
+    }
+    cmdline_ = cfg_.cmdline;
+    if (const auto words = firmware::virtio_mmio_cmdline(platform_); !words.empty())
+        cmdline_ += cmdline_.empty() ? words : " " + words;
+    if (cmdline_.size() + 1 > layout::kCmdlineMax)
+        return fail("the command line with the virtio_mmio.device= words is {} bytes, above the {} Kiln can pass",
+                    cmdline_.size(), layout::kCmdlineMax - 1);
+    std::vector<uint8_t> dtb;
+    if (cfg_.dtb || !cfg_.dump_dtb_path.empty())
+        dtb = KILN_TRY_CTX(firmware::fdt::build(platform_, memory_.memory_map(), cmdline_), "device tree");
+    if (!cfg_.dump_dtb_path.empty()) KILN_TRY_CTX(firmware::fdt::dump(dtb, cfg_.dump_dtb_path), "--dump-dtb");
+    if (!cfg_.dump_acpi_dir.empty())
+        KILN_TRY_CTX(firmware::acpi::dump(KILN_TRY(firmware::acpi::build(platform_)), cfg_.dump_acpi_dir),
+                     "--dump-acpi");
+
+    firmware::BootRequest req{kernel, initrd, cmdline_, cfg_.cpus, &platform_, cfg_.acpi};
+    if (cfg_.dtb) req.dtb = dtb;
     boot_ = KILN_TRY_CTX(firmware::load_kernel(memory_, req), "kernel '{}'", cfg_.kernel_path);
     spdlog::info("loaded {} kernel '{}' at {:#x}-{:#x}, {} MiB RAM, {} vCPU(s)",
                  firmware::to_string(boot_.format), cfg_.kernel_path, boot_.kernel_start, boot_.kernel_end,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "firmware/boot.hpp"
+#include "firmware/platform.hpp"
 #include "vmm/base/event_loop.hpp"
 #include "vmm/base/vm_exit.hpp"
 #include "vmm/kvm/kvm.hpp"
@@ -48,6 +49,9 @@ public:
     // The VM's and vCPUs' fds, for defer_close_to_child (deferred_teardown.hpp).
     [[nodiscard]] std::vector<int> kvm_fds() const;
     [[nodiscard]] const MachineConfig& config() const { return cfg_; }
+    // The machine the guest sees (vCPUs, IOAPIC, virtio-mmio slots) and its command line.
+    [[nodiscard]] const firmware::Platform& platform() const { return platform_; }
+    [[nodiscard]] const std::string& cmdline() const { return cmdline_; }
 
 private:
     explicit Machine(MachineConfig cfg);
@@ -66,6 +70,8 @@ private:
     std::vector<std::unique_ptr<VcpuThread>> vcpus_;
     std::atomic<bool> stopping_{false};
     firmware::BootInfo boot_;
+    firmware::Platform platform_;
+    std::string cmdline_; // as the guest gets it: the user's, plus virtio_mmio.device= words
     Fd timer_fd_;
     bool ran_ = false;
 };

@@ -13,6 +13,11 @@ static const struct job jobs[] = {
     { "fault", "kind=pf|gp|ud|de|triple|emulation", job_fault },
     { "reset", "", job_reset },
     { "pio", "", job_pio },
+    { "blk-info", "", job_blk_info },
+    { "blk-crc", "disk=I sector=S count=C", job_blk_crc },
+    { "blk-write", "disk=I sector=S count=C byte=B", job_blk_write },
+    { "blk-id", "disk=I", job_blk_id },
+    { "blk-bench", "disk=I pattern=randread|randwrite|read|write bs=BYTES qd=N seconds=S", job_blk_bench },
 };
 
 const struct job *job_find(const char *name)

@@ -23,3 +23,8 @@ int job_memfill(void);
 int job_fault(void);
 int job_pio(void);
 int job_reset(void);
+int job_blk_info(void);
+int job_blk_crc(void);
+int job_blk_write(void);
+int job_blk_id(void);
+int job_blk_bench(void);

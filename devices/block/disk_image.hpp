@@ -1,0 +1,87 @@
+// DiskImage: what a virtio-blk queue worker needs of a disk, whatever its format.
+//
+// The data path never copies through the VMM: the worker asks the image to *map* a
+// guest byte range onto extents of host files (raw: one extent of the file; qcow2: one
+// per run of contiguous clusters, in this image or a backing file, or "zero" for
+// clusters nobody has written) and submits one io_uring readv/writev per data extent.
+// Metadata work (qcow2 cluster allocation, L2 and refcount updates, copy-on-write of a
+// partial cluster from the backing file) happens inside map_write(), synchronously,
+// before it returns: after map_write() the returned extents are this image's own
+// clusters and a write there is final.
+//
+// Thread safety: map_read/map_write/discard/write_zeroes/flush_metadata may be called
+// from several queue workers at once; implementations serialise their metadata
+// themselves. A guest issuing overlapping requests concurrently gets what real disks
+// give it: some order.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "vmm/base/result.hpp"
+
+namespace kiln::block {
+
+struct Extent {
+    enum class Kind : uint8_t {
+        Data, // read/write `length` bytes of `fd` at `file_offset`
+        Zero, // read-only mapping: these bytes read as zeros, no file behind them
+    };
+    Kind kind = Kind::Data;
+    int fd = -1;
+    uint64_t file_offset = 0;
+    uint64_t length = 0;
+};
+
+// How much of a request one map call described: extents [0, count) cover the first
+// `covered` bytes of the range (exactly, in order). covered < len means "call again at
+// offset + covered" (the extents array was full).
+struct Mapped {
+    size_t count = 0;
+    uint64_t covered = 0;
+};
+
+class DiskImage {
+public:
+    virtual ~DiskImage() = default;
+
+    // The guest-visible size in bytes (a multiple of 512).
+    [[nodiscard]] virtual uint64_t size() const = 0;
+    [[nodiscard]] virtual bool read_only() const = 0;
+    // The file a guest flush fsyncs (after flush_metadata): the top image's.
+    [[nodiscard]] virtual int top_fd() const = 0;
+    // The alignment data I/O needs: the logical block size under O_DIRECT, else 512.
+    [[nodiscard]] virtual uint32_t alignment() const = 0;
+    // "raw" or "qcow2": what a child image records as its backing format.
+    [[nodiscard]] virtual const char* format() const = 0;
+    // One line for logs and errors: "qcow2 'child.qcow2' over raw 'base.img'".
+    [[nodiscard]] virtual std::string describe() const = 0;
+
+    // Maps [offset, offset + len) for reading. Extents of kind Zero are allowed.
+    // Precondition (the caller checks): offset + len <= size(), both multiples of 512.
+    [[nodiscard]] virtual Result<Mapped> map_read(uint64_t offset, uint64_t len, std::span<Extent> out) = 0;
+    // Maps [offset, offset + len) for writing, allocating (and copying-on-write) what is
+    // needed so every returned extent is Data in this image's own file. Fails on a
+    // read-only image. Same preconditions as map_read.
+    [[nodiscard]] virtual Result<Mapped> map_write(uint64_t offset, uint64_t len, std::span<Extent> out) = 0;
+
+    // Makes metadata written so far durable-ready (writes cached tables out); the
+    // caller then fsyncs top_fd(). Raw: nothing to do.
+    [[nodiscard]] virtual Result<void> flush_metadata() = 0;
+
+    // virtio-blk DISCARD and WRITE_ZEROES. Offered to the guest only when supported.
+    [[nodiscard]] virtual bool supports_discard() const { return false; }
+    [[nodiscard]] virtual bool supports_write_zeroes() const { return false; }
+    [[nodiscard]] virtual Result<void> discard(uint64_t offset, uint64_t len);
+    // After it, [offset, offset + len) reads as zeros. `may_unmap`: the guest allows
+    // deallocating (punching holes) rather than writing zeros.
+    [[nodiscard]] virtual Result<void> write_zeroes(uint64_t offset, uint64_t len, bool may_unmap);
+};
+
+inline Result<void> DiskImage::discard(uint64_t, uint64_t) { return fail("{}: discard is not supported", describe()); }
+inline Result<void> DiskImage::write_zeroes(uint64_t, uint64_t, bool) {
+    return fail("{}: write-zeroes is not supported", describe());
+}
+
+} // namespace kiln::block

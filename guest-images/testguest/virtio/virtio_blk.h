@@ -1,0 +1,84 @@
+/* A ring-3 virtio-blk driver over virtio-mmio (virtio 1.2, transport version 2)
+ * for the disk jobs. It polls the used ring (no interrupts), keeps one split
+ * virtqueue (queue 0) with up to VBLK_MAX_INFLIGHT requests in flight, each a
+ * fixed three-descriptor chain: header, data, status.
+ *
+ * Devices come from the `virtio_mmio.device=SIZE@BASE:IRQ` command-line words
+ * (Linux's syntax), in order; vblk_open(i) takes the i-th one whose DeviceID
+ * is 2 (block). Memory for the rings, headers and data buffers comes from the
+ * RAM above the guest image (identity-mapped, so addresses are physical). */
+#pragma once
+#include "lib/types.h"
+
+#define VBLK_SECTOR 512
+#define VBLK_MAX_INFLIGHT 64
+
+/* Request types and statuses (virtio 1.2, 5.2.6). */
+#define VBLK_T_IN 0
+#define VBLK_T_OUT 1
+#define VBLK_T_FLUSH 4
+#define VBLK_T_GET_ID 8
+#define VBLK_S_OK 0
+#define VBLK_S_IOERR 1
+#define VBLK_S_UNSUPP 2
+#define VBLK_S_TIMEOUT 0xff      /* no completion within VBLK_TIMEOUT_MS (ours) */
+#define VBLK_TIMEOUT_MS 20000
+
+/* Exit statuses of the disk jobs, beyond EXIT_OK / EXIT_FAIL / EXIT_USAGE. */
+#define EXIT_IOERR 4             /* the device answered a request with an error status */
+#define EXIT_NODEV 5             /* no such disk, or it failed to initialise */
+#define EXIT_DEVICE_BROKEN 6     /* a request never completed, or DEVICE_NEEDS_RESET */
+
+struct vblk_req {
+    uint32_t type;
+    uint32_t reserved;
+    uint64_t sector;
+};
+
+struct vblk {
+    uint64_t base;               /* MMIO window */
+    uint64_t capacity;           /* in 512-byte sectors */
+    uint64_t features;           /* negotiated */
+    uint32_t blk_size;
+    uint16_t num_queues;
+    uint16_t qsize;
+    bool read_only, event_idx;
+    /* The split ring (each part in its own page). */
+    volatile struct vring_desc *desc;
+    volatile uint16_t *avail;    /* flags, idx, ring[qsize], used_event */
+    volatile uint32_t *used;     /* flags|idx, then {id, len} pairs, then avail_event */
+    uint16_t avail_idx, used_idx;
+    /* Per-slot request headers and status bytes. */
+    struct vblk_req *hdr;
+    volatile uint8_t *status;
+    unsigned slots;              /* requests that fit (qsize / 3, at most VBLK_MAX_INFLIGHT) */
+};
+
+struct vring_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+/* Memory for DMA: `size` bytes aligned to `align` above the guest image, never
+ * freed. 0 when RAM runs out. */
+void *dma_alloc(uint64_t size, uint64_t align);
+
+/* Finds and initialises block device `index`. Prints why on failure. */
+bool vblk_open(unsigned index, struct vblk *d);
+/* How many virtio-mmio words the command line has, and device i's window. */
+unsigned vmmio_count(void);
+
+/* Queues request `slot` (< d->slots): `type` at `sector`, data [buf, +len)
+ * (len 0: no data descriptor). Returns false if the slot is out of range. */
+void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, void *buf, uint32_t len);
+/* Tells the device about submitted requests, if it wants to know (EVENT_IDX). */
+void vblk_kick(struct vblk *d);
+/* Waits for the next completion: its slot, and its status in *status (or
+ * VBLK_S_TIMEOUT after VBLK_TIMEOUT_MS, returning -1). */
+int vblk_wait(struct vblk *d, uint8_t *status);
+/* Does one request synchronously (slot 0): its status. */
+uint8_t vblk_io(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint32_t len);
+
+const char *vblk_status_name(uint8_t status);
