@@ -56,6 +56,11 @@ struct CreateOptions {
 struct OpenOptions {
     bool read_only = true;
     uint32_t alignment = 512;      // O_DIRECT: metadata buffers and I/O aligned to this
+    // For a throw-away image nobody will ever open again (snapshot=on overlays): new
+    // metadata (L2 tables, L1 entries, refcounts) lives in memory only and is never
+    // written, so an allocating write costs what an in-place one does. The file is not
+    // a valid qcow2 image afterwards.
+    bool volatile_metadata = false;
 };
 // Opens the image on `fd` (its owner from now on). `backing` is the already-opened
 // backing image when the header names one (the caller resolves the name and format and

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace kiln::block::qcow2 {
@@ -232,7 +233,7 @@ public:
     Qcow2Image(Fd fd, std::string name, std::unique_ptr<DiskImage> backing, const OpenOptions& opt, Header h)
         : fd_(std::move(fd)), name_(std::move(name)), backing_(std::move(backing)), read_only_(opt.read_only),
           alignment_(std::max<uint32_t>(opt.alignment, 512)), h_(std::move(h)), cs_(1ULL << h_.info.cluster_bits),
-          l2_entries_(cs_ / 8) {}
+          l2_entries_(cs_ / 8), volatile_(opt.volatile_metadata && !opt.read_only) {}
 
     [[nodiscard]] Result<void> init() {
         const std::string what = describe();
@@ -381,6 +382,8 @@ private:
 
     // The L2 table at `offset`, from the cache or the file.
     Result<uint8_t*> l2_table(uint64_t offset) {
+        if (!volatile_l2_.empty())
+            if (auto it = volatile_l2_.find(offset); it != volatile_l2_.end()) return it->second.data();
         TableSlot* victim = &l2_cache_[0];
         for (auto& s : l2_cache_) {
             if (s.offset == offset) {
@@ -520,7 +523,7 @@ private:
     Result<uint64_t> allocate_cluster() {
         const uint64_t c = next_free_++;
         KILN_TRY(extend_file((c + 1) * cs_));
-        KILN_TRY(set_refcount(c, 1));
+        if (!volatile_) KILN_TRY(set_refcount(c, 1));
         return c * cs_;
     }
 
@@ -530,6 +533,13 @@ private:
         if (l1i >= l1_.size()) return fail("{}: guest cluster {} is beyond the L1 table", describe(), gc);
         if (const uint64_t l2 = l1_[l1i] & kOffsetMask; l2 != 0) return l2;
         const uint64_t l2 = KILN_TRY(allocate_cluster());
+        if (volatile_) { // in memory only; the cluster in the file stays a hole
+            Buffer table(cs_, alignment_);
+            if (!table) return fail("{}: out of memory for an L2 table", describe());
+            volatile_l2_.emplace(l2, std::move(table));
+            l1_[l1i] = l2 | kCopied;
+            return l2;
+        }
         std::memset(copy_.data(), 0, cs_);
         KILN_TRY(pwrite_all(fd_.get(), copy_.data(), cs_, l2, describe() + ": new L2 table"));
         l1_[l1i] = l2 | kCopied;
@@ -571,7 +581,7 @@ private:
         uint8_t* t = KILN_TRY(l2_table(l2));
         const uint64_t i = gc % l2_entries_;
         put64(t + 8 * i, host | kCopied);
-        KILN_TRY(write_back(t, l2, l2 + 8 * i, 8, "L2 entry"));
+        if (!volatile_) KILN_TRY(write_back(t, l2, l2 + 8 * i, 8, "L2 entry"));
         return host;
     }
 
@@ -583,9 +593,12 @@ private:
     Header h_;
     uint64_t cs_;
     uint64_t l2_entries_;
+    bool volatile_;
     std::mutex mu_;
     std::vector<uint64_t> l1_;
     std::array<TableSlot, kL2CacheSlots> l2_cache_;
+    // volatile_metadata: L2 tables made since open, by file offset (never evicted).
+    std::unordered_map<uint64_t, Buffer> volatile_l2_;
     uint64_t clock_ = 0;
     std::vector<uint64_t> refcount_table_;
     TableSlot refblock_;
@@ -618,7 +631,7 @@ Result<void> create(int fd, const CreateOptions& o) {
     const uint64_t clusters = 3 + l1_clusters;
     if (clusters > cs / 2) return fail("the image metadata does not fit one refcount block; use larger clusters");
 
-    Buffer img(clusters * cs, 4096);
+    Buffer img(3 * cs, 4096);
     if (!img) return fail("out of memory");
     uint8_t* h = img.data();
     put32(h, kMagic);
@@ -667,7 +680,11 @@ Result<void> create(int fd, const CreateOptions& o) {
     }
     put64(h + cs, 2 * cs);                                          // refcount table[0]
     for (uint64_t c = 0; c < clusters; ++c) put16(h + 2 * cs + 2 * c, 1); // refcounts
-    KILN_TRY(pwrite_all(fd, img.data(), img.size(), 0, "writing the qcow2 image"));
+    // The L1 table is all zeros: a hole reads as zeros, so only the first three
+    // clusters are written and the file is extended over the L1 table. Creating an
+    // image then costs the same for 1 GiB and 1 TiB.
+    KILN_TRY(pwrite_all(fd, img.data(), 3 * cs, 0, "writing the qcow2 image"));
+    if (::ftruncate(fd, static_cast<off_t>(clusters * cs)) != 0) return fail_errno("extending the qcow2 image");
     return {};
 }
 

@@ -78,6 +78,8 @@ public:
     // kicks on its next buffer. Returns true if buffers arrived meanwhile (the worker
     // must not sleep then).
     [[nodiscard]] bool prepare_to_sleep();
+    // Whether the driver has added buffers not yet popped (a cheap look, for polling).
+    [[nodiscard]] bool has_available() const { return configured() && load_avail_idx() != last_avail_; }
 
 private:
     [[nodiscard]] uint16_t load_avail_idx() const;

@@ -296,3 +296,16 @@ TEST_CASE("virtio-blk: snapshot=on leaves nothing behind when kiln is killed wit
     CHECK(fs::is_empty(tmp.path));  // the overlay was never linked into TMPDIR
     CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
 }
+
+TEST_CASE("virtio-blk: queues=N offers VIRTIO_BLK_F_MQ with N queues; I/O on queue 0 is unaffected") {
+    TempDir dir;
+    const auto data = random_bytes(1 << 20, 11);
+    write_file(dir.path / "d.raw", data);
+    auto r = boot("job=blk-info", {"path=" + (dir.path / "d.raw").string() + ",queues=4"});
+    check_exit(r, 0);
+    CHECK(r.out.find("num_queues=4") != std::string::npos);
+    CHECK(r.out.find("sectors=2048") != std::string::npos);
+    r = boot("job=blk-crc sector=0 count=2048", {"path=" + (dir.path / "d.raw").string() + ",queues=4"});
+    check_exit(r, 0);
+    CHECK(r.out.find(crc_line(data, 0, 2048)) != std::string::npos);
+}

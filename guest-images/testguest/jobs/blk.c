@@ -71,8 +71,8 @@ int job_blk_info(void)
         if (i >= vmmio_count() || !vblk_open(i, &d))
             break;
         kprintf("blk-info: disk=%u base=0x%lx sectors=%lu blk_size=%u features=0x%lx read_only=%u event_idx=%u "
-                "queue=%u\n",
-                i, d.base, d.capacity, d.blk_size, d.features, d.read_only, d.event_idx, d.qsize);
+                "queue=%u num_queues=%u\n",
+                i, d.base, d.capacity, d.blk_size, d.features, d.read_only, d.event_idx, d.qsize, d.num_queues);
         n++;
     }
     kprintf("blk-info: %u disk(s)\n", n);

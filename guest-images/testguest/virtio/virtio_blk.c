@@ -200,7 +200,8 @@ bool vblk_open(unsigned index, struct vblk *d)
     d->event_idx = d->features & (1ULL << F_EVENT_IDX);
     d->capacity = (uint64_t)rd(d, R_CONFIG) | (uint64_t)rd(d, R_CONFIG + 4) << 32;
     d->blk_size = (d->features & (1ULL << F_BLK_BLK_SIZE)) ? rd(d, R_CONFIG + 20) : 512;
-    d->num_queues = 1;
+    /* num_queues is in the config space only when the device offers MQ (bit 12). */
+    d->num_queues = (offered & (1ULL << 12)) ? (uint16_t)(rd(d, R_CONFIG + 32) >> 16) : 1;
 
     wr(d, R_QUEUE_SEL, 0);
     uint32_t max = rd(d, R_QUEUE_NUM_MAX);
@@ -264,23 +265,26 @@ void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, 
 
 void vblk_kick(struct vblk *d)
 {
-    static uint16_t kicked; /* avail_idx at the last notification (one disk per job) */
     /* A store-load fence: the device must see avail->idx before we read its
      * avail_event, or both sides may decide the other will act. */
     __asm__ volatile("mfence" ::: "memory");
     if (d->event_idx) {
         uint16_t event = (uint16_t)(d->used[1 + 2 * d->qsize] & 0xffff);
-        uint16_t now = d->avail_idx, old = kicked;
-        kicked = now;
+        uint16_t now = d->avail_idx, old = d->kicked;
+        d->kicked = now;
         /* vring_need_event(): did avail_idx pass event since the last kick? */
         if ((uint16_t)(now - event - 1) >= (uint16_t)(now - old))
             return;
     }
+    d->kicked = d->avail_idx;
     wr(d, R_QUEUE_NOTIFY, 0);
 }
 
 int vblk_wait(struct vblk *d, uint8_t *status)
 {
+    /* Requests the device has not been told about yet would never complete. */
+    if (d->kicked != d->avail_idx)
+        vblk_kick(d);
     uint64_t deadline = rdtsc() + tsc_from_ms(VBLK_TIMEOUT_MS);
     volatile uint16_t *used_idx = (volatile uint16_t *)d->used + 1;
     while (*used_idx == d->used_idx) {

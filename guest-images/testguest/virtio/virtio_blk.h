@@ -40,7 +40,7 @@ struct vblk {
     uint64_t capacity;           /* in 512-byte sectors */
     uint64_t features;           /* negotiated */
     uint32_t blk_size;
-    uint16_t num_queues;
+    uint16_t num_queues;         /* the device's (the driver uses queue 0 only) */
     uint16_t qsize;
     bool read_only, event_idx;
     /* The split ring (each part in its own page). */
@@ -48,6 +48,7 @@ struct vblk {
     volatile uint16_t *avail;    /* flags, idx, ring[qsize], used_event */
     volatile uint32_t *used;     /* flags|idx, then {id, len} pairs, then avail_event */
     uint16_t avail_idx, used_idx;
+    uint16_t kicked;             /* avail_idx at the last vblk_kick() */
     /* Per-slot request headers and status bytes. */
     struct vblk_req *hdr;
     volatile uint8_t *status;
@@ -75,7 +76,8 @@ unsigned vmmio_count(void);
 void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, void *buf, uint32_t len);
 /* Tells the device about submitted requests, if it wants to know (EVENT_IDX). */
 void vblk_kick(struct vblk *d);
-/* Waits for the next completion: its slot, and its status in *status (or
+/* Waits for the next completion (kicking first if submissions are pending):
+ * its slot, and its status in *status (or
  * VBLK_S_TIMEOUT after VBLK_TIMEOUT_MS, returning -1). */
 int vblk_wait(struct vblk *d, uint8_t *status);
 /* Does one request synchronously (slot 0): its status. */
