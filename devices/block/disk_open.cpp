@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -26,7 +28,7 @@ namespace kiln::block {
 namespace {
 
 constexpr size_t kMaxSerial = 20;     // VIRTIO_BLK_ID_BYTES
-constexpr int kMaxChainDepth = 16;
+constexpr size_t kMaxChainDepth = 16;
 
 Result<bool> on_off(std::string_view key, std::string_view v) {
     if (v == "on") return true;
@@ -62,7 +64,7 @@ Result<void> parse_pair(DiskSpec& d, std::string_view key, std::string_view v) {
     } else if (key == "serial") {
         if (v.size() > kMaxSerial) return fail("serial '{}' is longer than {} bytes", v, kMaxSerial);
         for (char c : v)
-            if (c < 0x21 || c > 0x7e) return fail("serial '{}' has a character that is not printable ASCII", v);
+            if (c < 0x20 || c > 0x7e) return fail("serial '{}' has a character that is not printable ASCII", v);
         d.serial = v;
     } else {
         return fail("unknown key '{}' (path, format, readonly, snapshot, cache, queues, serial, scratch)", key);
@@ -74,8 +76,9 @@ Result<void> parse_pair(DiskSpec& d, std::string_view key, std::string_view v) {
 // image that names it.
 std::string resolve_backing(const std::string& image, const std::string& backing) {
     if (backing.starts_with("/")) return backing;
-    const auto dir = std::filesystem::path(image).parent_path();
-    return (dir.empty() ? std::filesystem::path(backing) : dir / backing).string();
+    // Absolute, so messages say where we looked whatever the working directory.
+    const auto dir = std::filesystem::absolute(std::filesystem::path(image)).parent_path();
+    return (dir / backing).lexically_normal().string();
 }
 
 std::string temp_dir() {
@@ -139,31 +142,56 @@ Result<bool> probe_qcow2(int fd, const std::string& name) {
     return qcow2::has_magic({buf.ptr, static_cast<size_t>(n)});
 }
 
-// Opens `path` and, for qcow2, its backing chain (read-only, `depth` deep so far).
-Result<std::unique_ptr<DiskImage>> open_image(const std::string& path, Format format, bool writable, bool direct,
-                                              int depth) {
-    if (depth > kMaxChainDepth) return fail("disk '{}': backing chain deeper than {} images", path, kMaxChainDepth);
+// An error from a backing file names it ("disk '/abs/base.img': ..."); say how the chain
+// got there: "disk 'child.qcow2': backing file 'base.img' (resolved to '/abs/base.img'): ...".
+Error under_child(const Error& e, const std::string& file, const std::string& label) {
+    const std::string own = fmt::format("disk '{}'", file);
+    const std::string& m = e.message();
+    if (m.starts_with(own)) return Error(label + m.substr(own.size()), e.sys_errno());
+    return Error(fmt::format("{}: {}", label, m), e.sys_errno());
+}
+
+// The files of one chain, by identity: a chain that names a file twice loops.
+using Chain = std::vector<std::pair<dev_t, ino_t>>;
+
+// Opens `path` and, for qcow2, its backing chain read-only; `backing`: `path` is itself
+// a backing file (which decides its lock bytes).
+Result<std::unique_ptr<DiskImage>> open_image(const std::string& path, Format format, bool writable, bool backing,
+                                              bool direct, Chain& chain) {
+    if (chain.size() >= kMaxChainDepth)
+        return fail("disk '{}': backing chain deeper than {} images", path, kMaxChainDepth);
     auto f = KILN_TRY(open_file(path, writable, direct));
-    KILN_TRY(lock_image(f.fd.get(), writable ? LockMode::Write : LockMode::Read, path));
+    struct stat st{};
+    if (::fstat(f.fd.get(), &st) != 0) return fail_errno(fmt::format("disk '{}': stat", path));
+    for (const auto& [dev, ino] : chain)
+        if (dev == st.st_dev && ino == st.st_ino)
+            return fail("disk '{}' is already in this backing chain (the chain loops)", path);
+    chain.emplace_back(st.st_dev, st.st_ino);
+
+    // Probing reads; nothing is written before the lock and every check below.
     const bool is_qcow2 = KILN_TRY(probe_qcow2(f.fd.get(), path));
     if (format == Format::Qcow2 && !is_qcow2) return fail("disk '{}' is not a qcow2 image (format=qcow2)", path);
-    if (format == Format::Raw || !is_qcow2) return open_raw(std::move(f.fd), path, !writable, f.alignment);
+    const bool as_qcow2 = is_qcow2 && format != Format::Raw;
+    const LockRole role = backing ? LockRole::Backing : as_qcow2 ? LockRole::Qcow2Disk : LockRole::RawDisk;
+    KILN_TRY(lock_image(f.fd.get(), role, writable, path));
+    if (!as_qcow2) return open_raw(std::move(f.fd), path, !writable, f.alignment);
 
     const auto hdr = KILN_TRY_CTX(qcow2::read_header(f.fd.get()), "disk '{}'", path);
-    std::unique_ptr<DiskImage> backing;
+    std::unique_ptr<DiskImage> below;
     if (!hdr.backing_file.empty()) {
         const std::string bpath = resolve_backing(path, hdr.backing_file);
+        const std::string label =
+            fmt::format("disk '{}': backing file '{}' (resolved to '{}')", path, hdr.backing_file, bpath);
         Format bfmt = Format::Auto;
         if (hdr.backing_format == "raw") bfmt = Format::Raw;
         else if (hdr.backing_format == "qcow2") bfmt = Format::Qcow2;
         else if (!hdr.backing_format.empty())
-            return fail("disk '{}': backing file '{}' has format '{}'; Kiln reads raw and qcow2", path,
-                        hdr.backing_file, hdr.backing_format);
-        auto b = open_image(bpath, bfmt, false, direct, depth + 1);
-        if (!b) return std::unexpected(b.error().context(fmt::format("disk '{}': backing file", path)));
-        backing = std::move(*b);
+            return fail("{} has format '{}'; Kiln reads raw and qcow2", label, hdr.backing_format);
+        auto b = open_image(bpath, bfmt, false, true, direct, chain);
+        if (!b) return std::unexpected(under_child(b.error(), bpath, label));
+        below = std::move(*b);
     }
-    return qcow2::open(std::move(f.fd), path, std::move(backing), {!writable, f.alignment});
+    return qcow2::open(std::move(f.fd), path, std::move(below), {!writable, f.alignment});
 }
 
 // An unlinked file in $TMPDIR (or /var/tmp): O_TMPFILE never gives it a name, so it
@@ -213,6 +241,7 @@ Result<DiskSpec> parse_disk_spec(std::string_view text) {
         if (eq == std::string_view::npos)
             return fail("disk spec '{}': '{}' is not key=value", text, item);
         const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
+        if (key.empty()) return fail("disk spec '{}': '{}' has no key before '='", text, item);
         if (value.empty()) return fail("disk spec '{}': {} needs a value", text, key);
         if (!seen.emplace(key).second) return fail("disk spec '{}': {} is given twice", text, key);
         if (auto r = parse_pair(d, key, value); !r) return bad(r.error());
@@ -236,9 +265,12 @@ Result<std::unique_ptr<DiskImage>> open_disk(const DiskSpec& spec) {
         auto f = KILN_TRY(temp_file(direct, "scratch disk"));
         if (::ftruncate(f.fd.get(), static_cast<off_t>(spec.scratch_size)) != 0)
             return fail_errno(fmt::format("scratch disk of {} bytes", spec.scratch_size));
-        return open_raw(std::move(f.fd), fmt::format("scratch {} MiB", spec.scratch_size >> 20), false, f.alignment);
+        return open_raw(std::move(f.fd), fmt::format("scratch {} KiB", spec.scratch_size >> 10), false, f.alignment);
     }
-    auto image = KILN_TRY(open_image(spec.path, spec.format, !spec.read_only && !spec.snapshot, direct, 0));
+    Chain chain;
+    const bool writable = !spec.read_only && !spec.snapshot;
+    // snapshot=on: the image is the overlay's backing file, and locked as one.
+    auto image = KILN_TRY(open_image(spec.path, spec.format, writable, spec.snapshot, direct, chain));
     if (!spec.snapshot) return image;
 
     // snapshot=on: a qcow2 overlay over the read-only image, in an unlinked file. 4 KiB
@@ -267,7 +299,8 @@ Result<void> create_image(const CreateSpec& spec) {
         // QEMU resolves a relative backing name against the child's directory; so do we,
         // now and whenever the child is opened.
         const std::string resolved = resolve_backing(spec.path, spec.backing);
-        auto base = open_image(resolved, spec.backing_format, false, false, 0);
+        Chain chain;
+        auto base = open_image(resolved, spec.backing_format, false, true, false, chain);
         if (!base) return std::unexpected(base.error().context(fmt::format("backing file '{}'", spec.backing)));
         c.size = spec.size.value_or((*base)->size());
         c.backing_file = spec.backing;

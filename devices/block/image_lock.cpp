@@ -3,25 +3,29 @@
 #include <fcntl.h>
 
 #include <cerrno>
-#include <span>
 
 namespace kiln::block {
 namespace {
 
 constexpr off_t kPermBase = 100, kSharedBase = 200;
-enum Perm : int { ConsistentRead = 0, Write = 1, WriteUnchanged = 2, Resize = 3 };
+enum Perm : unsigned { ConsistentRead = 0, Write = 1, WriteUnchanged = 2, Resize = 3, kPerms = 4 };
+constexpr unsigned bit(Perm p) { return 1u << p; }
 
-struct Held {
-    std::span<const int> perms;    // bytes 100+i locked
-    std::span<const int> unshared; // bytes 200+i locked
+struct Bytes {
+    unsigned held = 0;     // bytes 100+i
+    unsigned unshared = 0; // bytes 200+i
 };
 
-Held held_for(LockMode mode) {
-    static constexpr int kWriterPerms[] = {ConsistentRead, Write, WriteUnchanged};
-    static constexpr int kReaderPerms[] = {ConsistentRead};
-    static constexpr int kUnshared[] = {Write, Resize}; // both: nobody else writes or resizes
-    if (mode == LockMode::Write) return {kWriterPerms, kUnshared};
-    return {kReaderPerms, kUnshared};
+// QEMU's rules (block.c: bdrv_default_perms_for_storage / _for_cow, and
+// blkconf_apply_backend_options for the virtio-blk device), for the cases Kiln has.
+Bytes bytes_for(LockRole role, bool writable) {
+    Bytes b{bit(ConsistentRead), bit(Write)}; // every user reads and lets nobody write
+    if (writable && role != LockRole::Backing) b.held |= bit(Write);
+    // A format driver's own file, and a backing file, must not change size under it.
+    if (role != LockRole::RawDisk) b.unshared |= bit(Resize);
+    // qcow2 grows its file as it allocates clusters.
+    if (writable && role == LockRole::Qcow2Disk) b.held |= bit(Resize);
+    return b;
 }
 
 // -1: the file system has no OFD locks; 0: done; else errno.
@@ -36,7 +40,13 @@ int ofd(int fd, int cmd, short type, off_t byte, short* found = nullptr) {
     return 0;
 }
 
-const char* perm_name(int p) {
+// Is another open file description holding `byte`? (Our own locks never conflict.)
+bool taken_by_other(int fd, off_t byte) {
+    short t = F_UNLCK;
+    return ofd(fd, F_OFD_GETLK, F_WRLCK, byte, &t) == 0 && t != F_UNLCK;
+}
+
+const char* perm_name(unsigned p) {
     switch (p) {
     case ConsistentRead: return "consistent read";
     case Write: return "write";
@@ -47,30 +57,28 @@ const char* perm_name(int p) {
 
 } // namespace
 
-Result<void> lock_image(int fd, LockMode mode, const std::string& name) {
-    const Held h = held_for(mode);
+Result<void> lock_image(int fd, LockRole role, bool writable, const std::string& name) {
+    const Bytes b = bytes_for(role, writable);
     // Apply, then check (QEMU's order): two processes racing both see each other.
-    for (int p : h.perms)
-        if (int e = ofd(fd, F_OFD_SETLK, F_RDLCK, kPermBase + p); e != 0) {
-            if (e < 0) return {}; // no OFD locks on this file system
-            return fail_errno(fmt::format("disk '{}': locking byte {}", name, kPermBase + p), e);
-        }
-    for (int p : h.unshared)
-        if (int e = ofd(fd, F_OFD_SETLK, F_RDLCK, kSharedBase + p); e > 0)
-            return fail_errno(fmt::format("disk '{}': locking byte {}", name, kSharedBase + p), e);
-    const char* what = mode == LockMode::Write ? "writing" : "reading";
-    // Someone refuses to share a permission we hold?
-    for (int p : h.perms) {
-        short t = F_UNLCK;
-        if (ofd(fd, F_OFD_GETLK, F_WRLCK, kSharedBase + p, &t) == 0 && t != F_UNLCK)
+    for (unsigned p = 0; p < kPerms; ++p)
+        if (b.held & (1u << p))
+            if (int e = ofd(fd, F_OFD_SETLK, F_RDLCK, kPermBase + p); e != 0) {
+                if (e < 0) return {}; // no OFD locks on this file system
+                return fail_errno(fmt::format("disk '{}': locking byte {}", name, kPermBase + p), e);
+            }
+    for (unsigned p = 0; p < kPerms; ++p)
+        if (b.unshared & (1u << p))
+            if (int e = ofd(fd, F_OFD_SETLK, F_RDLCK, kSharedBase + p); e > 0)
+                return fail_errno(fmt::format("disk '{}': locking byte {}", name, kSharedBase + p), e);
+    const char* what = writable ? "writing" : "reading";
+    for (unsigned p = 0; p < kPerms; ++p) {
+        // Someone refuses to share a permission we hold?
+        if ((b.held & (1u << p)) && taken_by_other(fd, kSharedBase + p))
             return fail("disk '{}' is locked by another process that does not share \"{}\" access (a VM is using "
                         "it): refusing to open it for {}",
                         name, perm_name(p), what);
-    }
-    // Someone holds a permission we refuse to share?
-    for (int p : h.unshared) {
-        short t = F_UNLCK;
-        if (ofd(fd, F_OFD_GETLK, F_WRLCK, kPermBase + p, &t) == 0 && t != F_UNLCK)
+        // Someone holds a permission we refuse to share?
+        if ((b.unshared & (1u << p)) && taken_by_other(fd, kPermBase + p))
             return fail("disk '{}' is locked by another process that has \"{}\" access (a VM is using it): "
                         "refusing to open it for {}",
                         name, perm_name(p), what);

@@ -172,7 +172,8 @@ TEST_CASE("disk spec: every key, and one clear line for each mistake") {
     CHECK(spec_error("scratch=1G,path=a") == "disk spec 'scratch=1G,path=a': a scratch disk takes no path");
     CHECK(spec_error("path=a,readonly=yes") == "disk spec 'path=a,readonly=yes': readonly must be on or off, not 'yes'");
     CHECK(spec_error("path=a,serial=012345678901234567890").find("longer than 20 bytes") != std::string::npos);
-    CHECK(spec_error("path=a,serial=a b").find("printable") != std::string::npos);
+    CHECK(spec_error("path=a,serial=a\tb").find("printable") != std::string::npos);
+    CHECK(spec_error("=x") == "disk spec '=x': '=x' has no key before '='");
     CHECK(spec_error("path=a,readonly=on,snapshot=on").find("pick one") != std::string::npos);
 }
 
