@@ -513,6 +513,9 @@ private:
         // Allocated clusters must lie inside the file: a read of a sparse tail would
         // otherwise come back short.
         if (end <= file_end_) return {};
+        // A throw-away image grows in 64 MiB steps (sparse: free), sparing a truncate
+        // per allocated cluster; an image QEMU may open again grows exactly.
+        if (volatile_) end = align_up(end, 64ULL << 20);
         if (::ftruncate(fd_.get(), static_cast<off_t>(end)) != 0)
             return fail_errno(fmt::format("{}: growing the file to {} bytes", describe(), end));
         file_end_ = end;

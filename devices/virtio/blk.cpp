@@ -145,6 +145,7 @@ private:
     std::vector<uint32_t> free_;
     uint32_t inflight_ = 0;
     bool stopping_ = false, queue_broken_ = false;
+    bool delivered_ = false; // completions pushed since the worker last polled the ring
     std::thread thread_;
     Chain chain_; // scratch for pop(): 4 KiB, so not on the stack
 };
@@ -194,10 +195,13 @@ void BlkQueueWorker::run() {
         interrupt_if_needed();
         if (stopping_ && inflight_ == 0) break;
         const bool serving = !stopping_ && !queue_broken_;
-        if (serving && inflight_ == 0) {
-            // Idle: a driver that just took a completion usually adds its next request
-            // within microseconds. Watching the ring for a moment catches it without a
-            // kick (a VM exit) and a wake-up; QD1 latency is mostly those two.
+        if (serving && (inflight_ == 0 || delivered_)) {
+            // A driver that just took a completion usually adds its next request within
+            // microseconds. Watching the ring for a moment catches it without a kick (a
+            // VM exit) and a wake-up (QD1 latency is mostly those two), and while other
+            // requests are in flight, without waiting for their completions first (a
+            // 1 MiB read takes a millisecond: the queue would run shallow).
+            delivered_ = false;
             io_uring_submit(&ring_);
             if (poll_available()) continue;
         }
@@ -251,9 +255,13 @@ void BlkQueueWorker::drain_queue() {
 
 void BlkQueueWorker::finish_broken(const Chain& c) {
     spdlog::debug("virtio-blk: malformed request {}: {}", c.head, c.broken);
-    // The last valid segment, if writable, is the driver's status byte as far as we can
-    // tell; an error there ends the driver's wait. Otherwise the buffer comes back empty.
-    if (c.count > 0 && c.segments[c.count - 1].writable) {
+    // The chain's own last byte when the walk could still find it; else the last valid
+    // segment, if writable, is the driver's status byte as far as we can tell. An error
+    // there ends the driver's wait. Otherwise the buffer comes back empty.
+    if (c.status) {
+        *c.status = VIRTIO_BLK_S_IOERR;
+        vq_.push_used(c.head, 1);
+    } else if (c.count > 0 && c.segments[c.count - 1].writable) {
         const Segment& last = c.segments[c.count - 1];
         last.host[last.len - 1] = VIRTIO_BLK_S_IOERR;
         vq_.push_used(c.head, 1);
@@ -472,6 +480,7 @@ void BlkQueueWorker::complete(uint32_t slot_index, uint8_t status) {
     }
     *s.status = status;
     vq_.push_used(s.head, s.used_len);
+    delivered_ = true;
     free_.push_back(slot_index);
 }
 

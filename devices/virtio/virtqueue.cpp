@@ -41,7 +41,7 @@ bool need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx) {
 
 // Ends a walk: records why the chain is broken.
 bool stop(Chain& out, const char* why) {
-    out.broken = why;
+    if (!out.broken) out.broken = why; // the first reason is the one worth reporting
     return false;
 }
 
@@ -111,6 +111,7 @@ bool Virtqueue::walk(const GuestMemory& mem, uint16_t head, Chain& out) {
     out.head = head;
     out.count = 0;
     out.broken = nullptr;
+    out.status = nullptr;
     uint16_t i = head;
     for (uint32_t hops = 0; hops < size_; ++hops) {
         const Desc d = read_desc(desc_, i);
@@ -133,11 +134,23 @@ bool Virtqueue::walk(const GuestMemory& mem, uint16_t head, Chain& out) {
             }
             return stop(out, "indirect descriptor chain loops");
         }
-        if (!add_segment(out, d.addr, d.len, d.flags & kDescFlagWrite)) return false;
-        if (!(d.flags & kDescFlagNext)) return true;
+        // A bad buffer (outside RAM, too many segments) breaks the request but not the
+        // chain: keep following `next` (still bounded) to its last descriptor, so the
+        // device can fail the request with a status byte instead of silently.
+        if (!out.broken) add_segment(out, d.addr, d.len, d.flags & kDescFlagWrite);
+        if (!(d.flags & kDescFlagNext)) {
+            if (!out.broken) return true;
+            if ((d.flags & kDescFlagWrite) && d.len > 0)
+                if (auto s = mem.slice(GuestAddress(d.addr + d.len - 1), 1)) out.status = s->data();
+            return false;
+        }
         i = d.next;
-        if (i >= size_) return stop(out, "descriptor's next is beyond the queue size");
+        if (i >= size_) {
+            out.broken = nullptr; // a broken structure overrides: no status byte to trust
+            return stop(out, "descriptor's next is beyond the queue size");
+        }
     }
+    out.broken = nullptr;
     return stop(out, "descriptor chain loops or is longer than the queue");
 }
 

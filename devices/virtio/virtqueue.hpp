@@ -42,6 +42,9 @@ struct Chain {
     uint32_t count = 0;
     std::array<Segment, kMaxChainSegments> segments;
     const char* broken = nullptr; // why the walk stopped early, or nullptr
+    // When broken by a bad buffer in an otherwise well-formed chain: the last byte of
+    // its last descriptor if that is device-writable (the request's status byte).
+    uint8_t* status = nullptr;
     [[nodiscard]] std::span<const Segment> view() const { return {segments.data(), count}; }
 };
 

@@ -309,3 +309,19 @@ TEST_CASE("virtio-blk: queues=N offers VIRTIO_BLK_F_MQ with N queues; I/O on que
     check_exit(r, 0);
     CHECK(r.out.find(crc_line(data, 0, 2048)) != std::string::npos);
 }
+
+TEST_CASE("virtio-blk: a guest that writes nonsense into its virtqueue gets error statuses, then NEEDS_RESET; kiln carries on") {
+    TempDir dir;
+    const auto data = random_bytes(1 << 20, 12);
+    write_file(dir.path / "d.raw", data);
+    // Buffers outside RAM, a 4 GiB length, loops, next beyond the queue, a short header,
+    // an unwritable status byte, an unknown type, out-of-range and partial sectors, then
+    // an available index far ahead of the ring; then reset and a good read (guest side:
+    // guest-images/testguest/jobs/blk_hostile.c).
+    auto r = boot("job=blk-hostile", {"path=" + (dir.path / "d.raw").string()});
+    check_exit(r, 0);
+    CHECK(r.out.find("blk-hostile: 0 failure(s)") != std::string::npos);
+    CHECK(r.out.find("FAIL") == std::string::npos);
+    CHECK(r.err.find("queue stopped: the available index ran ahead of the queue") != std::string::npos);
+    CHECK(read_file(dir.path / "d.raw") == data); // the refused write never reached the file
+}

@@ -122,6 +122,23 @@ TEST_CASE("virtqueue: hostile chains are reported broken, never followed forever
         REQUIRE(q.pop(c) == Virtqueue::Pop::Chain);
         CHECK(c.broken);
     }
+    SUBCASE("a bad buffer mid-chain: broken, but the chain's last byte is found for a status") {
+        d.desc(0, kData, 16, kDescFlagNext, 1);                                   // header
+        d.desc(1, 0x7ff000000000ULL, 4096, kDescFlagNext | kDescFlagWrite, 2);      // outside RAM
+        d.desc(2, kData + 0x800, 1, kDescFlagWrite);                              // status
+        d.publish(0);
+        REQUIRE(q.pop(c) == Virtqueue::Pop::Chain);
+        REQUIRE(c.broken);
+        CHECK(std::string(c.broken) == "descriptor points outside guest RAM");
+        CHECK(c.status == mem.slice(GuestAddress(kData + 0x800), 1)->data());
+        // A loop after a bad buffer: no status byte is trusted.
+        d.desc(3, 0x7ff000000000ULL, 16, kDescFlagNext, 4);
+        d.desc(4, kData, 16, kDescFlagNext | kDescFlagWrite, 3);
+        d.publish(3);
+        REQUIRE(q.pop(c) == Virtqueue::Pop::Chain);
+        CHECK(std::string(c.broken).find("loops") != std::string::npos);
+        CHECK(c.status == nullptr);
+    }
     SUBCASE("indirect tables: bad length, nested, looping") {
         d.desc(0, kData, 24, kDescFlagIndirect);
         d.publish(0);

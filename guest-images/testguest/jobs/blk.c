@@ -194,7 +194,9 @@ int job_blk_bench(void)
         kprintf("blk-bench: disk is read-only\n");
         return EXIT_USAGE;
     }
-    uint8_t *bufs = dma_alloc(bs * qd, 4096);
+    /* Large buffer sets start on a 2 MiB boundary, as a guest kernel's allocator would
+     * hand out large buffers: the host can then back them with huge pages. */
+    uint8_t *bufs = dma_alloc(bs * qd, bs * qd >= MiB(1) ? MiB(2) : 4096);
     if (!bufs) {
         kprintf("blk-bench: not enough guest memory for %lu x %lu bytes\n", qd, bs);
         return EXIT_USAGE;

@@ -18,6 +18,7 @@ static const struct job jobs[] = {
     { "blk-write", "disk=I sector=S count=C byte=B", job_blk_write },
     { "blk-id", "disk=I", job_blk_id },
     { "blk-bench", "disk=I pattern=randread|randwrite|read|write bs=BYTES qd=N seconds=S", job_blk_bench },
+    { "blk-hostile", "disk=I", job_blk_hostile },
 };
 
 const struct job *job_find(const char *name)

@@ -28,3 +28,4 @@ int job_blk_crc(void);
 int job_blk_write(void);
 int job_blk_id(void);
 int job_blk_bench(void);
+int job_blk_hostile(void);

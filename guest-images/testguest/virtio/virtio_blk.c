@@ -247,6 +247,12 @@ void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, 
     d->hdr[slot].reserved = 0;
     d->hdr[slot].sector = sector;
     d->status[slot] = 0xff;
+    /* The fixed parts too: a chain a caller bent on purpose (blk-hostile) is whole again. */
+    h[0].addr = (uint64_t)&d->hdr[slot];
+    h[0].len = sizeof(struct vblk_req);
+    h[2].addr = (uint64_t)&d->status[slot];
+    h[2].len = 1;
+    h[2].flags = DESC_F_WRITE;
     if (len) {
         h[0].flags = DESC_F_NEXT;
         h[0].next = (uint16_t)(3 * slot + 1);
@@ -319,6 +325,16 @@ uint8_t vblk_io(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint3
         return VBLK_S_TIMEOUT;
     return st;
 }
+
+void vblk_publish_raw(struct vblk *d, uint16_t head)
+{
+    d->avail[2 + d->avail_idx % d->qsize] = head;
+    __asm__ volatile("" ::: "memory");
+    d->avail[1] = ++d->avail_idx;
+}
+
+uint32_t vblk_device_status(const struct vblk *d) { return rd(d, R_STATUS); }
+void vblk_notify(struct vblk *d) { wr(d, R_QUEUE_NOTIFY, 0); }
 
 const char *vblk_status_name(uint8_t status)
 {

@@ -84,3 +84,12 @@ int vblk_wait(struct vblk *d, uint8_t *status);
 uint8_t vblk_io(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint32_t len);
 
 const char *vblk_status_name(uint8_t status);
+
+/* For job=blk-hostile, which breaks the rules on purpose: put descriptor `head` on
+ * the available ring as it is (no checks), and read the device status register. */
+void vblk_publish_raw(struct vblk *d, uint16_t head);
+uint32_t vblk_device_status(const struct vblk *d);
+void vblk_notify(struct vblk *d); /* QueueNotify, whatever EVENT_IDX says */
+#define VBLK_DESC_F_NEXT 1
+#define VBLK_DESC_F_WRITE 2
+#define VBLK_DEVICE_NEEDS_RESET 64
