@@ -1,5 +1,6 @@
 /* The disk jobs, over the ring-3 virtio-blk driver (virtio/virtio_blk.c).
- * disk=I picks the I-th virtio-blk device (default 0); sectors are 512 bytes.
+ * disk=I picks the I-th virtio-blk device (default 0), queue=Q the queue the driver
+ * uses (default 0); sectors are 512 bytes.
  *
  *   blk-info                      capacity, features and read-only flag of every disk
  *   blk-crc sector=S count=C      prints crc32=xxxxxxxx (zlib's CRC-32) of those sectors
@@ -38,10 +39,10 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
 
 static int open_disk(struct vblk *d)
 {
-    uint64_t index;
-    if (!arg_u64("disk", 0, 0, 63, &index))
+    uint64_t index, queue;
+    if (!arg_u64("disk", 0, 0, 63, &index) || !arg_u64("queue", 0, 0, 15, &queue))
         return EXIT_USAGE;
-    return vblk_open((unsigned)index, d) ? EXIT_OK : EXIT_NODEV;
+    return vblk_open_queue((unsigned)index, (uint16_t)queue, d) ? EXIT_OK : EXIT_NODEV;
 }
 
 /* sector= and count= of a range that must lie on the disk. */

@@ -34,6 +34,7 @@
 #define F_BLK_RO 5
 #define F_BLK_BLK_SIZE 6
 #define F_BLK_FLUSH 9
+#define F_BLK_MQ 12
 #define F_EVENT_IDX 29
 #define F_VERSION_1 32
 
@@ -155,7 +156,13 @@ static bool fail_init(struct vblk *d, const char *why)
 
 bool vblk_open(unsigned index, struct vblk *d)
 {
+    return vblk_open_queue(index, 0, d);
+}
+
+bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d)
+{
     memset(d, 0, sizeof *d);
+    d->queue = queue;
     unsigned found = 0;
     for (unsigned w = 0;; w++) {
         uint64_t base, size;
@@ -187,7 +194,7 @@ bool vblk_open(unsigned index, struct vblk *d)
     if (!(offered & (1ULL << F_VERSION_1)))
         return fail_init(d, "does not offer VIRTIO_F_VERSION_1");
     uint64_t want = (1ULL << F_VERSION_1) | (1ULL << F_BLK_RO) | (1ULL << F_BLK_BLK_SIZE) | (1ULL << F_BLK_FLUSH) |
-                    (1ULL << F_EVENT_IDX);
+                    (1ULL << F_EVENT_IDX) | (1ULL << F_BLK_MQ);
     d->features = offered & want;
     wr(d, R_DRIVER_FEATURES_SEL, 0);
     wr(d, R_DRIVER_FEATURES, (uint32_t)d->features);
@@ -201,12 +208,16 @@ bool vblk_open(unsigned index, struct vblk *d)
     d->capacity = (uint64_t)rd(d, R_CONFIG) | (uint64_t)rd(d, R_CONFIG + 4) << 32;
     d->blk_size = (d->features & (1ULL << F_BLK_BLK_SIZE)) ? rd(d, R_CONFIG + 20) : 512;
     /* num_queues is in the config space only when the device offers MQ (bit 12). */
-    d->num_queues = (offered & (1ULL << 12)) ? (uint16_t)(rd(d, R_CONFIG + 32) >> 16) : 1;
+    d->num_queues = (d->features & (1ULL << F_BLK_MQ)) ? (uint16_t)(rd(d, R_CONFIG + 32) >> 16) : 1;
 
-    wr(d, R_QUEUE_SEL, 0);
+    /* One queue, the `queue`-th: a device with several queues serves each on its own,
+     * so a job can exercise any of them (the others stay unused). */
+    if (d->queue >= d->num_queues)
+        return fail_init(d, "the device has fewer queues than asked for");
+    wr(d, R_QUEUE_SEL, d->queue);
     uint32_t max = rd(d, R_QUEUE_NUM_MAX);
     if (max == 0)
-        return fail_init(d, "queue 0 is not available");
+        return fail_init(d, "the queue is not available");
     d->qsize = (uint16_t)(max < QSIZE_MAX ? max : QSIZE_MAX);
     d->slots = d->qsize / 3 < VBLK_MAX_INFLIGHT ? d->qsize / 3 : VBLK_MAX_INFLIGHT;
     if (d->slots == 0)
@@ -283,7 +294,7 @@ void vblk_kick(struct vblk *d)
             return;
     }
     d->kicked = d->avail_idx;
-    wr(d, R_QUEUE_NOTIFY, 0);
+    wr(d, R_QUEUE_NOTIFY, d->queue);
 }
 
 int vblk_wait(struct vblk *d, uint8_t *status)
@@ -334,7 +345,7 @@ void vblk_publish_raw(struct vblk *d, uint16_t head)
 }
 
 uint32_t vblk_device_status(const struct vblk *d) { return rd(d, R_STATUS); }
-void vblk_notify(struct vblk *d) { wr(d, R_QUEUE_NOTIFY, 0); }
+void vblk_notify(struct vblk *d) { wr(d, R_QUEUE_NOTIFY, d->queue); }
 
 const char *vblk_status_name(uint8_t status)
 {

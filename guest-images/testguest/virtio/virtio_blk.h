@@ -40,7 +40,8 @@ struct vblk {
     uint64_t capacity;           /* in 512-byte sectors */
     uint64_t features;           /* negotiated */
     uint32_t blk_size;
-    uint16_t num_queues;         /* the device's (the driver uses queue 0 only) */
+    uint16_t num_queues;         /* the device's */
+    uint16_t queue;              /* the one queue this driver uses */
     uint16_t qsize;
     bool read_only, event_idx;
     /* The split ring (each part in its own page). */
@@ -68,6 +69,8 @@ void *dma_alloc(uint64_t size, uint64_t align);
 
 /* Finds and initialises block device `index`. Prints why on failure. */
 bool vblk_open(unsigned index, struct vblk *d);
+/* The same on queue `queue` of the device (< its num_queues) instead of queue 0. */
+bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d);
 /* How many virtio-mmio words the command line has, and device i's window. */
 unsigned vmmio_count(void);
 
