@@ -10,7 +10,8 @@
  *   blk-bench pattern=randread|randwrite|read|write bs=BYTES qd=N seconds=S
  *                                 prints iops=N mbps=N (MB/s, 10^6 bytes)
  * Exit: 0 ok, 1 data mismatch, 2 bad arguments, 4 the device returned an error
- * status, 5 no such disk, 6 a request never completed. */
+ * status, 5 no such disk (or it failed to initialise), 6 a request never
+ * completed or the device needs a reset. */
 #include "jobs/jobs.h"
 #include "lib/arch.h"
 #include "lib/console.h"
@@ -61,23 +62,25 @@ static int range_args(const struct vblk *d, uint64_t *sector, uint64_t *count)
 static int io_failed(const char *what, uint64_t sector, uint8_t st)
 {
     kprintf("blk: %s at sector %lu: device status %u (%s)\n", what, sector, st, vblk_status_name(st));
-    return st == VBLK_S_TIMEOUT ? EXIT_DEVICE_BROKEN : EXIT_IOERR;
+    return st == VBLK_S_TIMEOUT || st == VBLK_S_BROKEN ? EXIT_DEVICE_BROKEN : EXIT_IOERR;
 }
 
 int job_blk_info(void)
 {
-    unsigned n = 0;
-    for (unsigned i = 0;; i++) {
+    /* A disk that fails to initialise (vblk_open says why) does not hide the next. */
+    unsigned n = vblk_count(), ok = 0;
+    for (unsigned i = 0; i < n; i++) {
         struct vblk d;
-        if (i >= vmmio_count() || !vblk_open(i, &d))
-            break;
+        if (!vblk_open(i, &d))
+            continue;
         kprintf("blk-info: disk=%u base=0x%lx sectors=%lu blk_size=%u features=0x%lx read_only=%u event_idx=%u "
-                "queue=%u num_queues=%u\n",
-                i, d.base, d.capacity, d.blk_size, d.features, d.read_only, d.event_idx, d.qsize, d.num_queues);
-        n++;
+                "flush=%u queue=%u queue_size=%u num_queues=%u\n",
+                i, d.base, d.capacity, d.blk_size, d.features, d.read_only, d.event_idx,
+                (d.features & VBLK_F_FLUSH) != 0, d.queue, d.qsize, d.num_queues);
+        ok++;
     }
-    kprintf("blk-info: %u disk(s)\n", n);
-    return n ? EXIT_OK : EXIT_NODEV;
+    kprintf("blk-info: %u disk(s)\n", ok);
+    return ok && ok == n ? EXIT_OK : EXIT_NODEV;
 }
 
 int job_blk_crc(void)
@@ -123,9 +126,14 @@ int job_blk_write(void)
             return io_failed("write", sector + done, st);
         done += n;
     }
-    uint8_t st = vblk_io(&d, VBLK_T_FLUSH, 0, 0, 0);
-    if (st != VBLK_S_OK)
-        return io_failed("flush", 0, st);
+    /* A device without VIRTIO_BLK_F_FLUSH writes through: nothing to flush, and
+     * it may answer T_FLUSH with UNSUPP. */
+    uint8_t st;
+    if (d.features & VBLK_F_FLUSH) {
+        st = vblk_io(&d, VBLK_T_FLUSH, 0, 0, 0);
+        if (st != VBLK_S_OK)
+            return io_failed("flush", 0, st);
+    }
     for (uint64_t done = 0; done < count;) {
         uint64_t n = count - done < CHUNK_BYTES / VBLK_SECTOR ? count - done : CHUNK_BYTES / VBLK_SECTOR;
         memset(buf, (int)(byte ^ 0xff), n * VBLK_SECTOR);
@@ -231,9 +239,8 @@ int job_blk_bench(void)
             uint64_t blk = random ? xorshift(&rng) % blocks : next_seq++ % blocks;
             vblk_submit(&d, (unsigned)slot, type, blk * (bs / VBLK_SECTOR), bufs + (unsigned)slot * bs, (uint32_t)bs);
             inflight++;
-            /* Batch the doorbell: one kick per reap when the used ring is empty. */
-            if (*((volatile uint16_t *)d.used + 1) == d.used_idx)
-                vblk_kick(&d);
+            /* No kick here: vblk_wait() kicks once the used ring is empty, so
+             * refills after a burst of completions share one doorbell. */
         }
     }
     uint64_t us = us_from_tsc(rdtsc() - start);

@@ -37,6 +37,7 @@ uint64_t smp_start_aps(void);            /* INIT-SIPI-SIPI to all others */
 uint32_t lapic_read(uint32_t reg);
 void lapic_write(uint32_t reg, uint32_t v);
 void delay_us_ring0(uint64_t us);
+uint64_t paging_map_mmio(uint64_t base, uint64_t size);   /* SYS_MAP_MMIO */
 
 /* Trap handling. */
 bool pio_emulate(struct trap_frame *f);

@@ -19,6 +19,7 @@
 #define PTE_PS 0x80ULL
 #define PTE_TABLE (PTE_P | PTE_RW | PTE_US)
 #define PTE_LARGE (PTE_P | PTE_RW | PTE_US | PTE_PS)
+#define PTE_UC 0x18ULL                       /* PWT | PCD: device memory */
 #define MAP_LIMIT GiB(512)
 
 extern uint64_t mmio_pd[512];
@@ -67,6 +68,37 @@ static bool map_range(uint64_t start, uint64_t end)
             *e++ = entry;
     }
     return true;
+}
+
+/* SYS_MAP_MMIO: a device window below 4 GiB that the boot map left out (a VMM
+ * may put virtio-mmio devices anywhere in the 32-bit hole, not only in 3..4 GiB).
+ * Maps the 2 MiB pages it touches, uncached and USER (the drivers run in ring 3);
+ * pages that are mapped already (RAM, the 3..4 GiB window) stay as they are.
+ * Returns 0, or (uint64_t)-1 for a window reaching above 4 GiB or when the
+ * page-table pool is empty. */
+uint64_t paging_map_mmio(uint64_t base, uint64_t size)
+{
+    uint64_t end = base + size;
+    if (size == 0 || end < base || end > GiB(4))
+        return (uint64_t)-1;
+    for (uint64_t pa = ALIGN_DOWN(base, MiB(2)); pa < end; pa += MiB(2)) {
+        unsigned gib = (unsigned)(pa >> 30);
+        uint64_t *pd;
+        if (pdpt[gib]) {
+            pd = (uint64_t *)(pdpt[gib] & ~0xfffULL);
+        } else {
+            if (!(pd = alloc_table()))
+                return (uint64_t)-1;
+            pdpt[gib] = (uint64_t)pd | PTE_TABLE;
+        }
+        uint64_t *e = &pd[(pa >> 21) & 511];
+        if (!*e)
+            *e = pa | PTE_LARGE | PTE_UC;
+    }
+    /* Only not-present entries changed, which the TLB does not hold; reload anyway,
+     * it is one instruction. */
+    write_cr3((uint64_t)pml4);
+    return 0;
 }
 
 void paging_init(void)

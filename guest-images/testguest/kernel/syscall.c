@@ -26,6 +26,9 @@ bool syscall_dispatch(struct trap_frame *f)
         f->rax = 0;
         break;
     }
+    case SYS_MAP_MMIO:
+        f->rax = paging_map_mmio(f->rdi, f->rsi);
+        break;
     case SYS_TRIPLE_FAULT: {
         /* With a zero-limit IDT the #UD cannot be delivered (#GP), nor can that
          * (#DF), nor that: the CPU shuts down, which KVM reports as

@@ -11,5 +11,7 @@
 #define SYS_START_APS   2   /* INIT-SIPI-SIPI to all other CPUs; returns 0 */
 #define SYS_CPUID       3   /* rdi = leaf, rsi = subleaf, rdx = uint32_t[4] out */
 #define SYS_TRIPLE_FAULT 4  /* load an empty IDT, then fault: the CPU shuts down */
+#define SYS_MAP_MMIO    5   /* rdi = base, rsi = size, below 4 GiB: map it uncached,
+                               user; returns 0 or SYS_ENOSYS (cannot) */
 
 #define SYS_ENOSYS      ((uint64_t)-1)

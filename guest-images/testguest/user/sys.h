@@ -21,6 +21,11 @@ static inline void sys_cpuid(uint32_t leaf, uint32_t sub, uint32_t out[4])
 {
     sys_call3(SYS_CPUID, leaf, sub, (uint64_t)out);
 }
+/* Maps a device window below 4 GiB (uncached, user) if the boot map left it out. */
+static inline bool sys_map_mmio(uint64_t base, uint64_t size)
+{
+    return sys_call3(SYS_MAP_MMIO, base, size, 0) == 0;
+}
 static inline NORETURN void sys_triple_fault(void)
 {
     sys_call3(SYS_TRIPLE_FAULT, 0, 0, 0);

@@ -3,6 +3,7 @@
 #include "lib/arch.h"
 #include "lib/console.h"
 #include "lib/string.h"
+#include "user/sys.h"
 #include "user/user.h"
 
 /* virtio-mmio registers (virtio 1.2, 4.2.2). */
@@ -22,6 +23,7 @@
 #define R_QUEUE_DESC 0x080
 #define R_QUEUE_DRIVER 0x090
 #define R_QUEUE_DEVICE 0x0a0
+#define R_CONFIG_GENERATION 0x0fc
 #define R_CONFIG 0x100
 
 #define S_ACKNOWLEDGE 1
@@ -40,6 +42,16 @@
 
 #define DESC_F_NEXT 1
 #define DESC_F_WRITE 2
+#define AVAIL_F_NO_INTERRUPT 1
+#define USED_F_NO_NOTIFY 1
+
+/* How long vblk_wait() spins before it first reads the device status (an MMIO
+ * read is an exit to the VMM, so not on every spin), and between reads. */
+#define STATUS_CHECK_MS 10
+/* used_event is kept this far behind the used index: we poll, and the device
+ * would only interrupt once its used index crossed it (after 49152 completions
+ * we have not reaped, which cannot happen with at most 64 in flight). */
+#define USED_EVENT_LAG 0x4000
 
 #define QSIZE_MAX 256
 
@@ -147,6 +159,32 @@ unsigned vmmio_count(void)
     return n;
 }
 
+/* A virtio-mmio window the driver can use: below 4 GiB (the 32-bit hole), large
+ * enough for the registers and the block config, and mapped for ring 3 (the
+ * boot map covers RAM and 3..4 GiB; anything else is mapped on demand). Then
+ * whether a virtio block device answers there. */
+static bool vmmio_is_blk(uint64_t base, uint64_t size)
+{
+    if (size < 0x200 || base + size < base || base + size > GiB(4)) {
+        kprintf("blk: virtio-mmio window 0x%lx+0x%lx is not in the 32-bit MMIO hole\n", base, size);
+        return false;
+    }
+    if (!platform_is_mapped(base, size) && !sys_map_mmio(base, size)) {
+        kprintf("blk: cannot map the virtio-mmio window 0x%lx+0x%lx\n", base, size);
+        return false;
+    }
+    return mmio_read32(base + R_MAGIC) == 0x74726976 && mmio_read32(base + R_DEVICE_ID) == 2;
+}
+
+unsigned vblk_count(void)
+{
+    unsigned n = 0;
+    uint64_t base, size;
+    for (unsigned w = 0; vmmio_word(w, &base, &size); w++)
+        n += vmmio_is_blk(base, size);
+    return n;
+}
+
 static bool fail_init(struct vblk *d, const char *why)
 {
     kprintf("blk: device at 0x%lx: %s\n", d->base, why);
@@ -170,11 +208,7 @@ bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d)
             kprintf("blk: no disk %u (the command line names %u virtio-mmio devices)\n", index, vmmio_count());
             return false;
         }
-        if (size < 0x200 || base < GiB(3) || base + size > GiB(4)) {
-            kprintf("blk: virtio-mmio window 0x%lx+0x%lx is not in the 3..4 GiB MMIO hole\n", base, size);
-            continue;
-        }
-        if (mmio_read32(base + R_MAGIC) != 0x74726976 || mmio_read32(base + R_DEVICE_ID) != 2)
+        if (!vmmio_is_blk(base, size))
             continue;
         if (found++ == index) {
             d->base = base;
@@ -205,10 +239,16 @@ bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d)
         return fail_init(d, "refused our features");
     d->read_only = d->features & (1ULL << F_BLK_RO);
     d->event_idx = d->features & (1ULL << F_EVENT_IDX);
-    d->capacity = (uint64_t)rd(d, R_CONFIG) | (uint64_t)rd(d, R_CONFIG + 4) << 32;
-    d->blk_size = (d->features & (1ULL << F_BLK_BLK_SIZE)) ? rd(d, R_CONFIG + 20) : 512;
-    /* num_queues is in the config space only when the device offers MQ (bit 12). */
-    d->num_queues = (d->features & (1ULL << F_BLK_MQ)) ? (uint16_t)(rd(d, R_CONFIG + 32) >> 16) : 1;
+    /* The 64-bit capacity takes two reads: retry if the device changed its config
+     * in between (ConfigGeneration, virtio 1.2, 2.5.1). */
+    uint32_t gen;
+    do {
+        gen = rd(d, R_CONFIG_GENERATION);
+        d->capacity = (uint64_t)rd(d, R_CONFIG) | (uint64_t)rd(d, R_CONFIG + 4) << 32;
+        d->blk_size = (d->features & (1ULL << F_BLK_BLK_SIZE)) ? rd(d, R_CONFIG + 20) : 512;
+        /* num_queues is in the config space only when the device offers MQ (bit 12). */
+        d->num_queues = (d->features & (1ULL << F_BLK_MQ)) ? (uint16_t)(rd(d, R_CONFIG + 32) >> 16) : 1;
+    } while (gen != rd(d, R_CONFIG_GENERATION));
 
     /* One queue, the `queue`-th: a device with several queues serves each on its own,
      * so a job can exercise any of them (the others stay unused). */
@@ -238,8 +278,12 @@ bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d)
         h[2].len = 1;
         h[2].flags = DESC_F_WRITE;
     }
-    /* We poll: ask for no interrupts (flag, or used_event far ahead). */
-    d->avail[0] = 1; /* VIRTQ_AVAIL_F_NO_INTERRUPT */
+    /* We poll: ask for no interrupts. With EVENT_IDX the flags must stay 0
+     * (virtio 1.2, 2.7.7.1) and used_event says it; without, the flag does. */
+    if (d->event_idx)
+        d->avail[2 + d->qsize] = (uint16_t)(0 - 1 - USED_EVENT_LAG);
+    else
+        d->avail[0] = AVAIL_F_NO_INTERRUPT;
     wr(d, R_QUEUE_NUM, d->qsize);
     wr64(d, R_QUEUE_DESC, (uint64_t)d->desc);
     wr64(d, R_QUEUE_DRIVER, (uint64_t)d->avail);
@@ -292,6 +336,9 @@ void vblk_kick(struct vblk *d)
         /* vring_need_event(): did avail_idx pass event since the last kick? */
         if ((uint16_t)(now - event - 1) >= (uint16_t)(now - old))
             return;
+    } else if (d->used[0] & USED_F_NO_NOTIFY) { /* flags: the low half of the first word */
+        d->kicked = d->avail_idx; /* the device is polling the ring itself */
+        return;
     }
     d->kicked = d->avail_idx;
     wr(d, R_QUEUE_NOTIFY, d->queue);
@@ -299,28 +346,43 @@ void vblk_kick(struct vblk *d)
 
 int vblk_wait(struct vblk *d, uint8_t *status)
 {
-    /* Requests the device has not been told about yet would never complete. */
-    if (d->kicked != d->avail_idx)
-        vblk_kick(d);
-    uint64_t deadline = rdtsc() + tsc_from_ms(VBLK_TIMEOUT_MS);
     volatile uint16_t *used_idx = (volatile uint16_t *)d->used + 1;
-    while (*used_idx == d->used_idx) {
-        cpu_relax();
-        if (rdtsc() > deadline) {
-            kprintf("blk: no completion within %u ms (device status 0x%x)\n", VBLK_TIMEOUT_MS, rd(d, R_STATUS));
-            *status = VBLK_S_TIMEOUT;
-            return -1;
+    if (*used_idx == d->used_idx) {
+        /* Nothing to reap: only now must the device hear of what we queued (so a
+         * burst of refills between completions costs one doorbell, not one each),
+         * or it would never complete. */
+        if (d->kicked != d->avail_idx)
+            vblk_kick(d);
+        uint64_t now = rdtsc();
+        uint64_t check = now + tsc_from_ms(STATUS_CHECK_MS), deadline = now + tsc_from_ms(VBLK_TIMEOUT_MS);
+        while (*used_idx == d->used_idx) {
+            cpu_relax();
+            if ((now = rdtsc()) < check)
+                continue;
+            /* Longer than a request should take: has the device given up on us? */
+            uint32_t dev = rd(d, R_STATUS);
+            if (dev & S_NEEDS_RESET) {
+                kprintf("blk: the device needs a reset (DEVICE_NEEDS_RESET, status 0x%x)\n", dev);
+                *status = VBLK_S_BROKEN;
+                return -1;
+            }
+            if (now > deadline) {
+                kprintf("blk: no completion within %u ms (device status 0x%x)\n", VBLK_TIMEOUT_MS, dev);
+                *status = VBLK_S_TIMEOUT;
+                return -1;
+            }
+            check = now + tsc_from_ms(STATUS_CHECK_MS);
         }
     }
-    __asm__ volatile("" ::: "memory");
+    __asm__ volatile("" ::: "memory"); /* read the entry after the index (x86 keeps loads in order) */
     uint32_t id = d->used[1 + 2 * (d->used_idx % d->qsize)]; /* {id, len} after flags, idx */
     d->used_idx++;
-    if (d->event_idx) /* used_event: keep it far behind, we poll */
-        d->avail[2 + d->qsize] = (uint16_t)(d->used_idx - 1 - 0x4000);
+    if (d->event_idx)
+        d->avail[2 + d->qsize] = (uint16_t)(d->used_idx - 1 - USED_EVENT_LAG);
     unsigned slot = id / 3;
     if (slot >= d->slots || id % 3 != 0) {
         kprintf("blk: the device returned descriptor %u, which is no request head\n", id);
-        *status = VBLK_S_TIMEOUT;
+        *status = VBLK_S_BROKEN;
         return -1;
     }
     *status = d->status[slot];
@@ -354,6 +416,7 @@ const char *vblk_status_name(uint8_t status)
     case VBLK_S_IOERR: return "I/O error";
     case VBLK_S_UNSUPP: return "unsupported";
     case VBLK_S_TIMEOUT: return "no completion";
+    case VBLK_S_BROKEN: return "device broken";
     default: return "unknown status";
     }
 }

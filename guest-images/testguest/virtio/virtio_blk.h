@@ -1,7 +1,7 @@
 /* A ring-3 virtio-blk driver over virtio-mmio (virtio 1.2, transport version 2)
  * for the disk jobs. It polls the used ring (no interrupts), keeps one split
- * virtqueue (queue 0) with up to VBLK_MAX_INFLIGHT requests in flight, each a
- * fixed three-descriptor chain: header, data, status.
+ * virtqueue (queue 0 unless asked for another) with up to VBLK_MAX_INFLIGHT
+ * requests in flight, each a fixed three-descriptor chain: header, data, status.
  *
  * Devices come from the `virtio_mmio.device=SIZE@BASE:IRQ` command-line words
  * (Linux's syntax), in order; vblk_open(i) takes the i-th one whose DeviceID
@@ -18,16 +18,20 @@
 #define VBLK_T_OUT 1
 #define VBLK_T_FLUSH 4
 #define VBLK_T_GET_ID 8
+#define VBLK_F_FLUSH (1ULL << 9) /* in struct vblk's features: T_FLUSH is supported */
 #define VBLK_S_OK 0
 #define VBLK_S_IOERR 1
 #define VBLK_S_UNSUPP 2
-#define VBLK_S_TIMEOUT 0xff      /* no completion within VBLK_TIMEOUT_MS (ours) */
+/* Ours, never written by a device: what vblk_wait() reports when it gives up. */
+#define VBLK_S_TIMEOUT 0xff      /* no completion within VBLK_TIMEOUT_MS */
+#define VBLK_S_BROKEN 0xfe       /* DEVICE_NEEDS_RESET, or a used entry that is no request */
 #define VBLK_TIMEOUT_MS 20000
 
 /* Exit statuses of the disk jobs, beyond EXIT_OK / EXIT_FAIL / EXIT_USAGE. */
 #define EXIT_IOERR 4             /* the device answered a request with an error status */
 #define EXIT_NODEV 5             /* no such disk, or it failed to initialise */
-#define EXIT_DEVICE_BROKEN 6     /* a request never completed, or DEVICE_NEEDS_RESET */
+#define EXIT_DEVICE_BROKEN 6     /* a request never completed, or DEVICE_NEEDS_RESET (or
+                                    a used entry that names no request) */
 
 struct vblk_req {
     uint32_t type;
@@ -71,17 +75,20 @@ void *dma_alloc(uint64_t size, uint64_t align);
 bool vblk_open(unsigned index, struct vblk *d);
 /* The same on queue `queue` of the device (< its num_queues) instead of queue 0. */
 bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d);
-/* How many virtio-mmio words the command line has, and device i's window. */
+/* How many virtio-mmio words the command line has. */
 unsigned vmmio_count(void);
+/* How many of them are block devices (what disk=I counts). */
+unsigned vblk_count(void);
 
 /* Queues request `slot` (< d->slots): `type` at `sector`, data [buf, +len)
  * (len 0: no data descriptor). Returns false if the slot is out of range. */
 void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, void *buf, uint32_t len);
 /* Tells the device about submitted requests, if it wants to know (EVENT_IDX). */
 void vblk_kick(struct vblk *d);
-/* Waits for the next completion (kicking first if submissions are pending):
- * its slot, and its status in *status (or
- * VBLK_S_TIMEOUT after VBLK_TIMEOUT_MS, returning -1). */
+/* Waits for the next completion (kicking first, if submissions are pending and
+ * the used ring is empty): its slot, and its status in *status. Returns -1 with
+ * VBLK_S_TIMEOUT after VBLK_TIMEOUT_MS, or VBLK_S_BROKEN when the device sets
+ * DEVICE_NEEDS_RESET (checked every few ms while waiting) or returns garbage. */
 int vblk_wait(struct vblk *d, uint8_t *status);
 /* Does one request synchronously (slot 0): its status. */
 uint8_t vblk_io(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint32_t len);
