@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -277,6 +278,7 @@ public:
         refcount_table_.resize(rt_bytes / 8);
         for (size_t i = 0; i < refcount_table_.size(); ++i) refcount_table_[i] = be64(rt.data() + 8 * i);
         refblock_ = TableSlot{0, 0, Buffer(cs_, alignment_)};
+        collect_metadata();
         // New clusters go after everything the file has now.
         const off_t end = ::lseek(fd_.get(), 0, SEEK_END);
         if (end < 0) return fail_errno(what + ": finding the end of the file");
@@ -318,10 +320,12 @@ public:
                             describe(), pos - in_cluster);
             const uint64_t host = entry & kOffsetMask;
             uint64_t done = n;
-            if (host != 0) {
+            if (entry & kZeroFlag) { // v3 zero cluster, preallocated or not: zeros either way
+                add(out, m, Extent{Extent::Kind::Zero, -1, 0, n});
+            } else if (host != 0) {
                 if (host % cs_) return fail("{}: L2 entry for {:#x} is unaligned ({:#x})", describe(), pos, host);
                 add(out, m, Extent{Extent::Kind::Data, fd_.get(), host + in_cluster, n});
-            } else if ((entry & kZeroFlag) || !backing_ || pos >= backing_->size()) {
+            } else if (!backing_ || pos >= backing_->size()) {
                 add(out, m, Extent{Extent::Kind::Zero, -1, 0, n});
             } else {
                 // Unallocated here: the backing image's bytes (zeros past its end).
@@ -357,7 +361,19 @@ public:
                 return fail("{}: cluster at guest offset {:#x} is compressed; Kiln does not write compressed clusters",
                             describe(), pos - in_cluster);
             uint64_t host = entry & kOffsetMask;
-            if (host == 0) host = KILN_TRY(allocate_data_cluster(pos / cs_, entry, in_cluster, n));
+            if (host == 0) {
+                host = KILN_TRY(allocate_data_cluster(pos / cs_, entry, in_cluster, n));
+            } else {
+                // In place. A hostile or damaged image may point a data cluster at its own
+                // tables: writing there would destroy it (QEMU calls this an overlap and
+                // marks the image corrupt).
+                if (host % cs_ || metadata_.contains(host))
+                    return fail("{}: the data cluster for guest offset {:#x} is at {:#x}, {}; refusing to write "
+                                "(check the image with 'qemu-img check')",
+                                describe(), pos - in_cluster, host,
+                                host % cs_ ? "not cluster-aligned" : "on the image's own metadata");
+                if (entry & kZeroFlag) KILN_TRY(unzero_cluster(pos / cs_, host));
+            }
             add(out, m, Extent{Extent::Kind::Data, fd_.get(), host + in_cluster, n});
             m.covered += n;
             pos += n;
@@ -379,6 +395,35 @@ private:
             }
         }
         out[m.count++] = e;
+    }
+
+    // A preallocated zero cluster about to be written in place: its old bytes must read
+    // as zeros around the guest's write, so the cluster is zeroed first, then the flag
+    // is cleared.
+    Result<void> unzero_cluster(uint64_t gc, uint64_t host) {
+        std::memset(copy_.data(), 0, cs_);
+        KILN_TRY(pwrite_all(fd_.get(), copy_.data(), cs_, host, describe() + ": zeroing a preallocated cluster"));
+        const uint64_t l2 = l1_[gc / l2_entries_] & kOffsetMask;
+        uint8_t* t = KILN_TRY(l2_table(l2));
+        const uint64_t i = gc % l2_entries_;
+        put64(t + 8 * i, host | kCopied);
+        if (!volatile_) KILN_TRY(write_back(t, l2, l2 + 8 * i, 8, "L2 entry"));
+        return {};
+    }
+
+    // Every cluster the image's own structures occupy (header, L1, refcount table, L2
+    // tables, refcount blocks), kept for writable images so no guest write lands on one.
+    void note_metadata(uint64_t offset, uint64_t bytes) {
+        for (uint64_t c = offset / cs_ * cs_; c < offset + bytes; c += cs_) metadata_.insert(c);
+    }
+    void collect_metadata() {
+        note_metadata(0, cs_);
+        note_metadata(h_.l1_offset, uint64_t{h_.l1_size} * 8);
+        note_metadata(h_.refcount_table_offset, uint64_t{h_.refcount_table_clusters} * cs_);
+        for (uint64_t e : l1_)
+            if (const uint64_t l2 = e & kOffsetMask) metadata_.insert(l2);
+        for (uint64_t e : refcount_table_)
+            if (const uint64_t rb = e & kOffsetMask) metadata_.insert(rb);
     }
 
     // The L2 table at `offset`, from the cache or the file.
@@ -468,6 +513,7 @@ private:
         KILN_TRY(pwrite_all(fd_.get(), t, cs_, at, describe() + ": new refcount block"));
         if (!self) KILN_TRY(set_refcount(c, 1));
         refcount_table_[rti] = at;
+        metadata_.insert(at);
         if (!growing_)
             KILN_TRY(write_table_entry(refcount_table_, h_.refcount_table_offset, rti, "refcount table entry"));
         return at;
@@ -504,6 +550,7 @@ private:
         put32(m + 56, static_cast<uint32_t>(clusters));
         KILN_TRY(pwrite_all(fd_.get(), m, alignment_, 0, describe() + ": header"));
         h_.refcount_table_offset = first * cs_;
+        note_metadata(first * cs_, clusters * cs_);
         h_.refcount_table_clusters = static_cast<uint32_t>(clusters);
         growing_ = false;
         for (uint64_t c = old_offset / cs_; c < old_offset / cs_ + old_clusters; ++c) KILN_TRY(set_refcount(c, 0));
@@ -551,11 +598,13 @@ private:
             if (!table) return fail("{}: out of memory for an L2 table", describe());
             volatile_l2_.emplace(l2, std::move(table));
             l1_[l1i] = l2 | kCopied;
+            metadata_.insert(l2);
             return l2;
         }
         std::memset(copy_.data(), 0, cs_);
         KILN_TRY(pwrite_all(fd_.get(), copy_.data(), cs_, l2, describe() + ": new L2 table"));
         l1_[l1i] = l2 | kCopied;
+        metadata_.insert(l2);
         KILN_TRY(write_table_entry(l1_, h_.l1_offset, l1i, "L1 entry"));
         return l2;
     }
@@ -614,6 +663,7 @@ private:
     std::unordered_map<uint64_t, Buffer> volatile_l2_;
     uint64_t clock_ = 0;
     std::vector<uint64_t> refcount_table_;
+    std::set<uint64_t> metadata_; // writable images: see note_metadata
     TableSlot refblock_;
     Buffer scratch_, copy_, meta_;
     uint64_t file_end_ = 0, next_free_ = 0;
@@ -666,8 +716,9 @@ Result<void> create(int fd, const CreateOptions& o) {
         at += 8 + align_up(data.size(), 8);
     };
     if (!o.backing_format.empty()) ext(kExtBackingFormat, o.backing_format);
-    // The feature name table QEMU writes too, so `qemu-img info` names the bits.
-    {
+    // The feature name table QEMU writes too, so `qemu-img info` names the bits; left
+    // out when it would not fit in a small (512-byte) first cluster with the name.
+    if (kHeaderV3Length + 8 + align_up(o.backing_format.size(), 8) + 8 + 8 * 48 + 8 + o.backing_file.size() <= cs) {
         static constexpr struct {
             uint8_t type, bit;
             const char* name;
