@@ -93,7 +93,7 @@ private:
     size_t size_ = 0;
 };
 
-Result<void> pread_all(int fd, uint8_t* buf, size_t len, uint64_t off, const std::string& what) {
+Result<void> pread_all(int fd, uint8_t* buf, size_t len, uint64_t off, std::string_view what) {
     size_t done = 0;
     while (done < len) {
         const ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(off + done));
@@ -108,7 +108,7 @@ Result<void> pread_all(int fd, uint8_t* buf, size_t len, uint64_t off, const std
     return {};
 }
 
-Result<void> pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, const std::string& what) {
+Result<void> pwrite_all(int fd, const uint8_t* buf, size_t len, uint64_t off, std::string_view what) {
     size_t done = 0;
     while (done < len) {
         const ssize_t n = ::pwrite(fd, buf + done, len - done, static_cast<off_t>(off + done));
@@ -181,8 +181,6 @@ Result<Header> parse_header(int fd) {
         return fail("qcow2 header: the image keeps its data in an external data file, which Kiln does not support");
     if (r.incompatible & kIncompatExtL2)
         return fail("qcow2 header: the image uses extended L2 entries (subclusters), which Kiln does not support");
-    if (r.incompatible & ~kKnownIncompat)
-        return fail("qcow2 header: unknown incompatible features {:#x}", r.incompatible & ~kKnownIncompat);
     if (r.info.size % 512 != 0) return fail("qcow2 header: size {} is not a multiple of 512", r.info.size);
     if (r.info.size > (1ULL << 62)) return fail("qcow2 header: size {} is too large", r.info.size);
     const uint64_t l2_entries = cs / 8;
@@ -198,6 +196,7 @@ Result<Header> parse_header(int fd) {
         return fail("qcow2 header: refcount_table_clusters {} is invalid", r.refcount_table_clusters);
 
     // Header extensions, up to the end marker.
+    std::string unknown_names; // of unknown incompatible features, from the feature-name table
     size_t at = r.info.version == 3 ? r.header_length : 72;
     for (;;) {
         if (at + 8 > got || at + 8 > cs) return fail("qcow2 header: header extensions run past the first cluster");
@@ -206,11 +205,23 @@ Result<Header> parse_header(int fd) {
         if (len > cs || at + 8 + len > got || at + 8 + len > cs)
             return fail("qcow2 header: header extension {:#x} runs past the first cluster", type);
         if (type == kExtBackingFormat) r.info.backing_format.assign(reinterpret_cast<const char*>(h + at + 8), len);
+        if (type == kExtFeatureNames) { // 48-byte entries: type, bit, name (NUL-padded)
+            for (uint32_t e = 0; e + 48 <= len; e += 48) {
+                const uint8_t* f = h + at + 8 + e;
+                if (f[0] == 0 && f[1] < 64 && (r.incompatible & ~kKnownIncompat & (1ULL << f[1])))
+                    unknown_names += fmt::format("{}'{}'", unknown_names.empty() ? "" : ", ",
+                                                 std::string(reinterpret_cast<const char*>(f + 2),
+                                                             strnlen(reinterpret_cast<const char*>(f + 2), 46)));
+            }
+        }
         if (type == kExtEncryption) return fail("qcow2 header: the image is encrypted; Kiln does not decrypt");
         if (type == kExtDataFile)
             return fail("qcow2 header: the image keeps its data in an external data file, which Kiln does not support");
         at += 8 + align_up(len, 8);
     }
+    if (r.incompatible & ~kKnownIncompat)
+        return fail("qcow2 header: unknown incompatible features {:#x}{}", r.incompatible & ~kKnownIncompat,
+                    unknown_names.empty() ? std::string() : " (" + unknown_names + ")");
     if (backing_offset != 0) {
         if (backing_size == 0 || backing_size > 1023)
             return fail("qcow2 header: backing_file_size {} is invalid (1..1023)", backing_size);
@@ -278,7 +289,7 @@ public:
         refcount_table_.resize(rt_bytes / 8);
         for (size_t i = 0; i < refcount_table_.size(); ++i) refcount_table_[i] = be64(rt.data() + 8 * i);
         refblock_ = TableSlot{0, 0, Buffer(cs_, alignment_)};
-        collect_metadata();
+        KILN_TRY(collect_metadata());
         // New clusters go after everything the file has now.
         const off_t end = ::lseek(fd_.get(), 0, SEEK_END);
         if (end < 0) return fail_errno(what + ": finding the end of the file");
@@ -416,14 +427,37 @@ private:
     void note_metadata(uint64_t offset, uint64_t bytes) {
         for (uint64_t c = offset / cs_ * cs_; c < offset + bytes; c += cs_) metadata_.insert(c);
     }
-    void collect_metadata() {
+    // Also refuses tables a writer would turn into damage: an L2 table or refcount
+    // block inside the header, the L1 table, the refcount table or each other (an
+    // allocating write would put an L2 entry or a refcount there), and an L2 table shared
+    // with a snapshot (no COPIED flag: its entries must not change in place).
+    Result<void> collect_metadata() {
         note_metadata(0, cs_);
         note_metadata(h_.l1_offset, uint64_t{h_.l1_size} * 8);
         note_metadata(h_.refcount_table_offset, uint64_t{h_.refcount_table_clusters} * cs_);
-        for (uint64_t e : l1_)
-            if (const uint64_t l2 = e & kOffsetMask) metadata_.insert(l2);
-        for (uint64_t e : refcount_table_)
-            if (const uint64_t rb = e & kOffsetMask) metadata_.insert(rb);
+        for (size_t i = 0; i < refcount_table_.size(); ++i) {
+            const uint64_t rb = refcount_table_[i] & kOffsetMask;
+            if (rb == 0) continue;
+            if (rb % cs_ || metadata_.contains(rb))
+                return fail("{}: refcount table entry {} points at {:#x}, inside other metadata; the image is corrupt "
+                            "(qemu-img check -r all)",
+                            describe(), i, rb);
+            metadata_.insert(rb);
+        }
+        for (size_t i = 0; i < l1_.size(); ++i) {
+            const uint64_t l2 = l1_[i] & kOffsetMask;
+            if (l2 == 0) continue;
+            if (metadata_.contains(l2))
+                return fail("{}: L1 entry {} points at {:#x}, inside other metadata; the image is corrupt "
+                            "(qemu-img check -r all)",
+                            describe(), i, l2);
+            if (!(l1_[i] & kCopied))
+                return fail("{}: L2 table {} is shared with a snapshot (no COPIED flag); Kiln does not write such "
+                            "images",
+                            describe(), i);
+            metadata_.insert(l2);
+        }
+        return {};
     }
 
     // The L2 table at `offset`, from the cache or the file.
@@ -439,7 +473,7 @@ private:
             if (s.last_use < victim->last_use) victim = &s;
         }
         victim->offset = 0;
-        KILN_TRY(pread_all(fd_.get(), victim->buf.data(), cs_, offset, describe() + ": L2 table"));
+        KILN_TRY_CTX(pread_all(fd_.get(), victim->buf.data(), cs_, offset, "L2 table"), "{}", describe());
         victim->offset = offset;
         victim->last_use = ++clock_;
         return victim->buf.data();
@@ -479,7 +513,7 @@ private:
     Result<uint8_t*> refblock(uint64_t offset) {
         if (refblock_.offset != offset) {
             refblock_.offset = 0;
-            KILN_TRY(pread_all(fd_.get(), refblock_.buf.data(), cs_, offset, describe() + ": refcount block"));
+            KILN_TRY_CTX(pread_all(fd_.get(), refblock_.buf.data(), cs_, offset, "refcount block"), "{}", describe());
             refblock_.offset = offset;
         }
         return refblock_.buf.data();

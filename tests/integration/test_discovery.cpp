@@ -82,7 +82,7 @@ TEST_CASE("discovery: --dump-acpi and --dump-dtb describe the disks, vCPUs and I
           std::string::npos);
 }
 
-TEST_CASE("discovery: a bzImage guest boots with --dtb and --acpi off; a PVH kernel with --dtb is refused clearly") {
+TEST_CASE("discovery: a bzImage guest boots with --dtb and --acpi off - a PVH kernel with --dtb is refused clearly") {
     auto r = run_kiln({"run", "--kernel", TESTGUEST_BZIMAGE, "--memory", "64M", "--cmdline", "job=exit status=7",
                        "--dtb", "--acpi", "off"});
     INFO(r.err);

@@ -141,7 +141,7 @@ TEST_CASE("linux: Debian cloud kernel boots via PVH (vmlinux)") {
     boot_and_check(kGuestDir + "/vmlinux", 90, 30);
 }
 
-TEST_CASE("linux: Debian cloud kernel boots via its bzImage (slow; needs KILN_SLOW_TESTS=1)" *
+TEST_CASE("linux: Debian cloud kernel boots via its bzImage (slow - needs KILN_SLOW_TESTS=1)" *
           doctest::skip(!slow_tests_enabled())) {
     // The decompressor's ring-0 code runs under emulation on kvm_pvm: about 180 s here.
     // 270 s keeps it inside ctest's 300 s per integration test.

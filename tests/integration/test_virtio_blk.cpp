@@ -168,7 +168,7 @@ TEST_CASE("virtio-blk: serial, several disks, and a read-only disk that refuses 
     CHECK(read_file(dir.path / "b.raw") == b);
 }
 
-TEST_CASE("virtio-blk: snapshot=on writes into a throw-away overlay; the base stays bit-identical") {
+TEST_CASE("virtio-blk: snapshot=on writes into a throw-away overlay - the base stays bit-identical") {
     TempDir dir;
     const auto data = random_bytes(4 << 20, 5);
     const fs::path base = dir.path / "base.raw";
@@ -230,7 +230,7 @@ TEST_CASE("virtio-blk: a host that runs out of space gives the guest an I/O erro
     CHECK(r.out.find("I/O error") != std::string::npos);
 }
 
-TEST_CASE("virtio-blk: two VMs may not write one image; any number may read a read-only base") {
+TEST_CASE("virtio-blk: two VMs may not write one image - any number may read a read-only base") {
     TempDir dir;
     const fs::path disk = dir.path / "disk.raw";
     write_file(disk, random_bytes(1 << 20, 7));
@@ -322,7 +322,7 @@ TEST_CASE("virtio-blk: queues=N offers VIRTIO_BLK_F_MQ with N queues, each serve
     check_exit(r, 5);
 }
 
-TEST_CASE("virtio-blk: a guest that writes nonsense into its virtqueue gets error statuses, then NEEDS_RESET; kiln carries on") {
+TEST_CASE("virtio-blk: a guest that writes nonsense into its virtqueue gets error statuses, then NEEDS_RESET - kiln carries on") {
     TempDir dir;
     const auto data = random_bytes(1 << 20, 12);
     write_file(dir.path / "d.raw", data);

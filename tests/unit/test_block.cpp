@@ -230,7 +230,7 @@ TEST_CASE("qcow2: images written by qemu-io read back exactly, through a chain r
           std::vector<uint8_t>(expected.begin() + 99 * 1024, expected.begin() + 104 * 1024));
 }
 
-TEST_CASE("qcow2: writes into a child keep the base untouched; qemu-img check is clean and compare exact") {
+TEST_CASE("qcow2: writes into a child keep the base untouched - qemu-img check is clean and compare exact") {
     Dir dir;
     const std::string base = dir / "base.raw", child = dir / "child.qcow2";
     const auto data = random_bytes(8 << 20, 3);
@@ -268,7 +268,7 @@ TEST_CASE("qcow2: writes into a child keep the base untouched; qemu-img check is
     }
 }
 
-TEST_CASE("qcow2: thousands of small clusters grow the refcount table; qemu-img finds no leak") {
+TEST_CASE("qcow2: thousands of small clusters grow the refcount table - qemu-img finds no leak") {
     Dir dir;
     const std::string img_path = dir / "small.qcow2";
     REQUIRE(create_image({img_path, "", Format::Auto, uint64_t(16) << 20, 9})); // 512-byte clusters
@@ -360,7 +360,7 @@ TEST_CASE("qcow2: broken, encrypted, compressed and dirty images give one clear 
     CHECK(e.find("No such file or directory") != std::string::npos);
 }
 
-TEST_CASE("snapshot=on and scratch: writes land in an unlinked file; the base is bit-identical") {
+TEST_CASE("snapshot=on and scratch: writes land in an unlinked file - the base is bit-identical") {
     Dir dir, tmp;
     const std::string base = dir / "base.raw";
     const auto data = random_bytes(4 << 20, 5);

@@ -277,7 +277,7 @@ TEST_CASE("disk spec: sizes, limits and the forms a scratch disk allows") {
     }
 }
 
-TEST_CASE("disk: the format is probed; format=raw on a qcow2 file is obeyed, format=qcow2 on a raw one is not") {
+TEST_CASE("disk: the format is probed - format=raw on a qcow2 file is obeyed, format=qcow2 on a raw one is not") {
     DiskDir dir;
     const auto q = dir / "q.qcow2";
     sh_ok("qemu-img create -q -f qcow2 " + q + " 3M");
@@ -313,7 +313,7 @@ TEST_CASE("disk: the format is probed; format=raw on a qcow2 file is obeyed, for
     CHECK(contents(fake) == fake_before);
 }
 
-TEST_CASE("disk: backing chains resolve names against the image's directory; errors name both files") {
+TEST_CASE("disk: backing chains resolve names against the image's directory - errors name both files") {
     DiskDir dir;
     fs::create_directories(dir.path / "sub");
     const auto base = dir / "sub/base.raw", child = dir / "sub/child.qcow2";
@@ -465,7 +465,7 @@ TEST_CASE("disk: cache=none reads and writes a qcow2 chain through O_DIRECT") {
     CHECK(contents(base) == base_before);
 }
 
-TEST_CASE("disk locks: QEMU VMs and Kiln keep each other from writing an image; readers coexist") {
+TEST_CASE("disk locks: QEMU VMs and Kiln keep each other from writing an image - readers coexist") {
     if (!have_qemu()) {
         MESSAGE("skipped: qemu-system-x86_64 or qemu-io missing");
         return;

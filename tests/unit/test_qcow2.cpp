@@ -284,6 +284,22 @@ TEST_CASE("qcow2 header: every broken field is refused by name, and nothing is w
         auto img = open_ok(dir / "zstd.qcow2", true);
         CHECK(read_via(*img, 0, img->size()) == convert_raw(dir, dir / "zstd.qcow2"));
     }
+    // An unknown incompatible bit the image's feature-name table names: the name is in the error.
+    const auto named = patched("named.qcow2", [](auto& d) {
+        d[79] |= 0x20;
+        for (uint64_t at = 112; at + 8 < 4096;) {
+            const uint64_t type = get_be64(d, at) >> 32, len = get_be64(d, at) & 0xffffffff;
+            if (type == 0) break;
+            if (type == 0x6803f857) { // first entry: incompatible bit 0, renamed and moved to bit 5
+                d.at(at + 9) = 5;
+                const char name[] = "teleportation";
+                std::copy(name, name + sizeof(name), d.begin() + static_cast<long>(at + 10));
+            }
+            at += 8 + (len + 7) / 8 * 8;
+        }
+    });
+    const auto ne = header_error(named);
+    CHECK_MESSAGE(ne.find("unknown incompatible features 0x20 ('teleportation')") != std::string::npos, ne);
     const auto unknown_ext = patched("unknown-ext.qcow2", [](auto& d) {
         // Turn the feature-name table extension into one nobody knows.
         for (uint64_t at = 112; at + 8 < 4096;) {
@@ -400,7 +416,7 @@ TEST_CASE("qcow2 read: a backing file shorter than the image reads as zeros past
     CHECK(ex[0].kind == Extent::Kind::Zero);
 }
 
-TEST_CASE("qcow2 read: refcount widths 1..64 and version 2 images read exactly; writing them is refused clearly") {
+TEST_CASE("qcow2 read: refcount widths 1..64 and version 2 images read exactly - writing them is refused clearly") {
     Dir dir;
     for (const char* opts : {"refcount_bits=1", "refcount_bits=8", "refcount_bits=64", "compat=0.10"}) {
         CAPTURE(opts);
@@ -613,7 +629,7 @@ TEST_CASE("qcow2 write: O_DIRECT with 4 KiB alignment reads and writes a chain e
     }
 }
 
-TEST_CASE("qcow2 write: internal snapshots stay intact; shared clusters are copied, never written in place") {
+TEST_CASE("qcow2 write: internal snapshots stay intact - shared clusters are copied, never written in place") {
     Dir dir;
     const std::string path = dir / "snap.qcow2";
     tool_ok("qemu-img create -q -f qcow2 " + path + " 1M");
@@ -657,8 +673,8 @@ TEST_CASE("qcow2 hostile: tables pointing at metadata, past the file or off alig
         put_bytes(dir / name, d);
         return dir / name;
     };
-    // A data cluster that is really the L1 table, the refcount table, the header, or its own L2
-    // table: a write there would destroy the image, so map_write must refuse it.
+    // A data cluster that is really the L1 table, the refcount table, its own L2 table or
+    // the refcount block: a write there would destroy the image, so map_write refuses it.
     for (uint64_t target : {l1, rt, l2, get_be64(pristine, rt)}) {
         CAPTURE(target);
         const auto p = patched("meta.qcow2", l2 + 8, target | copied);
@@ -671,7 +687,22 @@ TEST_CASE("qcow2 hostile: tables pointing at metadata, past the file or off alig
                 const bool overlaps = ex[i].file_offset < target + 4096 && ex[i].file_offset + ex[i].length > target;
                 CHECK_MESSAGE(!overlaps, "guest write mapped onto metadata at " << target);
             }
+        } else {
+            CHECK_MESSAGE(m.error().message().find("metadata") != std::string::npos, m.error().message());
         }
+    }
+    // An L2 table or refcount block inside other metadata: an allocating write would put
+    // an L2 entry or a refcount there, so a writer refuses the image at open; a reader may
+    // go on (it writes nothing).
+    for (const auto& p : {patched("l2-in-l1.qcow2", l1, l1 | copied), patched("l2-in-rt.qcow2", l1, rt | copied),
+                          patched("rb-in-l1.qcow2", rt, l1), patched("rb-on-l2.qcow2", rt, l2)}) {
+        CAPTURE(p);
+        const auto before = file_bytes(p);
+        auto img = try_open(p, false);
+        REQUIRE_FALSE(img);
+        CHECK_MESSAGE(img.error().message().find("inside other metadata") != std::string::npos,
+                      img.error().message());
+        CHECK(file_bytes(p) == before);
     }
     // An L1 entry off cluster alignment, an L2 table past the end of the file, a data
     // cluster past the end of the file: errors or zeros, never a crash or a hang.

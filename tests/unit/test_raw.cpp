@@ -69,7 +69,7 @@ uint64_t allocated_bytes(const std::string& p) {
 
 } // namespace
 
-TEST_CASE("raw: the size is the file's, rounded down to whole sectors; tiny files and odd files are refused") {
+TEST_CASE("raw: the size is the file's, rounded down to whole sectors - tiny files and odd files are refused") {
     RawDir dir;
     auto img = raw_at(make_file(dir, "odd.raw", 1000), true);
     REQUIRE_MESSAGE(img, img.error().message());
@@ -147,7 +147,7 @@ TEST_CASE("raw: read-only images refuse writes, discard and write-zeroes, and st
     for (size_t i = 0; i < bytes.size(); ++i) REQUIRE(bytes[i] == static_cast<uint8_t>(i * 7));
 }
 
-TEST_CASE("raw: discard punches a hole, write-zeroes zeroes; neither changes the size") {
+TEST_CASE("raw: discard punches a hole, write-zeroes zeroes - neither changes the size") {
     RawDir dir;
     const auto path = make_file(dir, "z.raw", 4 << 20);
     auto img = raw_at(path, false);

@@ -84,7 +84,7 @@ TEST_CASE("MAC addresses: parsing, formatting, and one stable address per VM nam
     }
 }
 
-TEST_CASE("TAP: created, multiqueue, up, with a virtio-net header and offloads; gone with its fds") {
+TEST_CASE("TAP: created, multiqueue, up, with a virtio-net header and offloads - gone with its fds") {
     bool ran = false;
     auto failures = in_netns(
         [](std::vector<std::string>& f) {
