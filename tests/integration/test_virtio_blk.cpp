@@ -18,6 +18,7 @@
 
 #include <fmt/format.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <csignal>
 #include <unistd.h>
 
@@ -336,4 +337,39 @@ TEST_CASE("virtio-blk: a guest that writes nonsense into its virtqueue gets erro
     CHECK(r.out.find("FAIL") == std::string::npos);
     CHECK(r.err.find("queue stopped: the available index ran ahead of the queue") != std::string::npos);
     CHECK(read_file(dir.path / "d.raw") == data); // the refused write never reached the file
+}
+
+TEST_CASE("virtio-blk: write-zeroes and discard from the guest reach the raw file (zeros, a punched hole)") {
+    TempDir dir;
+    const auto data = random_bytes(4 << 20, 13);
+    const fs::path disk = dir.path / "d.raw";
+    write_file(disk, data);
+    const std::string spec = "path=" + disk.string();
+    auto r = boot("job=blk-zero sector=100 count=50", {spec});
+    check_exit(r, 0);
+    r = boot("job=blk-zero sector=300 count=16 unmap=1", {spec});
+    check_exit(r, 0);
+    struct stat before{};
+    REQUIRE(::stat(disk.c_str(), &before) == 0);
+    r = boot("job=blk-discard sector=2048 count=2048", {spec});
+    check_exit(r, 0);
+    struct stat after{};
+    REQUIRE(::stat(disk.c_str(), &after) == 0);
+    CHECK(after.st_size == before.st_size);
+    CHECK(after.st_blocks < before.st_blocks); // 1 MiB of blocks given back
+    auto expected = data;
+    std::fill_n(expected.begin() + 100 * kSector, 50 * kSector, 0);
+    std::fill_n(expected.begin() + 300 * kSector, 16 * kSector, 0);
+    std::fill_n(expected.begin() + 2048 * kSector, 2048 * kSector, 0);
+    CHECK(read_file(disk) == expected);
+    // A read-only disk offers neither and fails them; a qcow2 image does not offer them.
+    r = boot("job=blk-zero sector=0 count=8", {spec + ",readonly=on"});
+    check_exit(r, 4);
+    CHECK(read_file(disk) == expected);
+    int status = -1;
+    auto out = qemu_img({"create", "-q", "-f", "qcow2", (dir.path / "q.qcow2").string(), "1M"}, &status);
+    REQUIRE_MESSAGE(status == 0, out);
+    r = boot("job=blk-discard sector=0 count=8", {"path=" + (dir.path / "q.qcow2").string()});
+    check_exit(r, 4);
+    CHECK(r.out.find("unsupported") != std::string::npos);
 }

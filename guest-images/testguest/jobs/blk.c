@@ -7,6 +7,10 @@
  *   blk-write sector=S count=C byte=B
  *                                 writes them full of B, flushes, reads back, compares
  *   blk-id                        prints serial=... (VIRTIO_BLK_T_GET_ID)
+ *   blk-zero sector=S count=C unmap=0|1
+ *                                 VIRTIO_BLK_T_WRITE_ZEROES over those sectors, then reads
+ *                                 them back: all zeros -> 0
+ *   blk-discard sector=S count=C  VIRTIO_BLK_T_DISCARD over those sectors
  *   blk-bench pattern=randread|randwrite|read|write bs=BYTES qd=N seconds=S
  *                                 prints iops=N mbps=N (MB/s, 10^6 bytes)
  * Exit: 0 ok, 1 data mismatch, 2 bad arguments, 4 the device returned an error
@@ -249,3 +253,55 @@ int job_blk_bench(void)
     kprintf("iops=%lu mbps=%lu\n", done * 1000000 / us, done * bs / us);
     return EXIT_OK;
 }
+
+/* WRITE_ZEROES (blk-zero) or DISCARD (blk-discard) over sector=S count=C: one range. */
+static int zero_or_discard(bool zero)
+{
+    struct vblk d;
+    uint64_t sector, count, unmap = 0;
+    int rc = open_disk(&d);
+    if (rc || (rc = range_args(&d, &sector, &count)))
+        return rc;
+    if (zero && !arg_u64("unmap", 0, 0, 1, &unmap))
+        return EXIT_USAGE;
+    if (count > 0xffffffffu) {
+        kprintf("blk: count=%lu does not fit one range\n", count);
+        return EXIT_USAGE;
+    }
+    const unsigned feature = zero ? VBLK_F_WRITE_ZEROES : VBLK_F_DISCARD;
+    if (!(d.features & (1ULL << feature)))
+        kprintf("blk: the device does not offer %s; sending it anyway\n", zero ? "WRITE_ZEROES" : "DISCARD");
+    struct vblk_range *r = dma_alloc(4096, 4096);
+    uint8_t *buf = dma_alloc(CHUNK_BYTES, 4096);
+    if (!r || !buf)
+        return EXIT_USAGE;
+    r->sector = sector;
+    r->num_sectors = (uint32_t)count;
+    r->flags = unmap ? VBLK_WRITE_ZEROES_UNMAP : 0;
+    uint8_t st = vblk_io(&d, zero ? VBLK_T_WRITE_ZEROES : VBLK_T_DISCARD, 0, r, sizeof *r);
+    if (st != VBLK_S_OK)
+        return io_failed(zero ? "write-zeroes" : "discard", sector, st);
+    if (!zero) {
+        kprintf("blk-discard: discarded %lu sectors at %lu\n", count, sector);
+        return EXIT_OK;
+    }
+    for (uint64_t done = 0; done < count;) {
+        uint64_t n = count - done < CHUNK_BYTES / VBLK_SECTOR ? count - done : CHUNK_BYTES / VBLK_SECTOR;
+        memset(buf, 0x5a, n * VBLK_SECTOR);
+        st = vblk_io(&d, VBLK_T_IN, sector + done, buf, (uint32_t)(n * VBLK_SECTOR));
+        if (st != VBLK_S_OK)
+            return io_failed("read back", sector + done, st);
+        for (uint64_t i = 0; i < n * VBLK_SECTOR; i++)
+            if (buf[i]) {
+                kprintf("blk-zero: byte %lu of sector %lu reads 0x%02x after write-zeroes\n", i % VBLK_SECTOR,
+                        sector + done + i / VBLK_SECTOR, buf[i]);
+                return EXIT_FAIL;
+            }
+        done += n;
+    }
+    kprintf("blk-zero: zeroed and read back %lu sectors at %lu (unmap=%lu)\n", count, sector, unmap);
+    return EXIT_OK;
+}
+
+int job_blk_zero(void) { return zero_or_discard(true); }
+int job_blk_discard(void) { return zero_or_discard(false); }

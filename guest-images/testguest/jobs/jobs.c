@@ -19,6 +19,8 @@ static const struct job jobs[] = {
     { "blk-id", "disk=I", job_blk_id },
     { "blk-bench", "disk=I pattern=randread|randwrite|read|write bs=BYTES qd=N seconds=S", job_blk_bench },
     { "blk-hostile", "disk=I", job_blk_hostile },
+    { "blk-zero", "disk=I sector=S count=C unmap=0|1", job_blk_zero },
+    { "blk-discard", "disk=I sector=S count=C", job_blk_discard },
 };
 
 const struct job *job_find(const char *name)

@@ -29,3 +29,5 @@ int job_blk_write(void);
 int job_blk_id(void);
 int job_blk_bench(void);
 int job_blk_hostile(void);
+int job_blk_zero(void);
+int job_blk_discard(void);

@@ -37,6 +37,8 @@
 #define F_BLK_BLK_SIZE 6
 #define F_BLK_FLUSH 9
 #define F_BLK_MQ 12
+#define F_BLK_DISCARD 13
+#define F_BLK_WRITE_ZEROES 14
 #define F_EVENT_IDX 29
 #define F_VERSION_1 32
 
@@ -228,7 +230,8 @@ bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d)
     if (!(offered & (1ULL << F_VERSION_1)))
         return fail_init(d, "does not offer VIRTIO_F_VERSION_1");
     uint64_t want = (1ULL << F_VERSION_1) | (1ULL << F_BLK_RO) | (1ULL << F_BLK_BLK_SIZE) | (1ULL << F_BLK_FLUSH) |
-                    (1ULL << F_EVENT_IDX) | (1ULL << F_BLK_MQ);
+                    (1ULL << F_EVENT_IDX) | (1ULL << F_BLK_MQ) | (1ULL << F_BLK_DISCARD) |
+                    (1ULL << F_BLK_WRITE_ZEROES);
     d->features = offered & want;
     wr(d, R_DRIVER_FEATURES_SEL, 0);
     wr(d, R_DRIVER_FEATURES, (uint32_t)d->features);
@@ -313,7 +316,10 @@ void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, 
         h[0].next = (uint16_t)(3 * slot + 1);
         h[1].addr = (uint64_t)buf;
         h[1].len = len;
-        h[1].flags = (uint16_t)(DESC_F_NEXT | (type == VBLK_T_OUT ? 0 : DESC_F_WRITE));
+        /* The device reads the data of writes, discards and write-zeroes (their range
+         * list); it writes the data of everything else. */
+        const bool to_device = type == VBLK_T_OUT || type == VBLK_T_DISCARD || type == VBLK_T_WRITE_ZEROES;
+        h[1].flags = (uint16_t)(DESC_F_NEXT | (to_device ? 0 : DESC_F_WRITE));
         h[1].next = (uint16_t)(3 * slot + 2);
     } else {
         h[0].flags = DESC_F_NEXT;

@@ -18,6 +18,18 @@
 #define VBLK_T_OUT 1
 #define VBLK_T_FLUSH 4
 #define VBLK_T_GET_ID 8
+#define VBLK_T_DISCARD 11
+#define VBLK_T_WRITE_ZEROES 13
+#define VBLK_F_DISCARD 13
+#define VBLK_F_WRITE_ZEROES 14
+#define VBLK_WRITE_ZEROES_UNMAP 1
+
+/* One range of a DISCARD or WRITE_ZEROES request (virtio 1.2, 5.2.6). */
+struct vblk_range {
+    uint64_t sector;
+    uint32_t num_sectors;
+    uint32_t flags;
+};
 #define VBLK_F_FLUSH (1ULL << 9) /* in struct vblk's features: T_FLUSH is supported */
 #define VBLK_S_OK 0
 #define VBLK_S_IOERR 1
