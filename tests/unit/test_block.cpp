@@ -423,7 +423,7 @@ TEST_CASE("locks: one writer per image, any number of readers, and QEMU sees Kil
     const int ctl = ::open(fifo.c_str(), O_WRONLY);
     REQUIRE(ctl >= 0);
     std::string e;
-    for (int i = 0; i < 100; ++i) { // until qemu-io has the image open and locked
+    for (int i = 0; i < 600; ++i) { // until qemu-io has the image open and locked (30 s: slow under load)
         auto s = parse_disk_spec("path=" + dir / "q.qcow2");
         auto d = open_disk(*s);
         if (!d) {

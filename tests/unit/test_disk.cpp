@@ -200,7 +200,7 @@ public:
     // Until QEMU holds at least `locks` lock bytes on `path` (it has opened the image),
     // or it died (false).
     [[nodiscard]] bool holds(const std::string& path, int locks = 2) const {
-        for (int i = 0; i < 200; ++i) {
+        for (int i = 0; i < 600; ++i) { // 30 s: QEMU starts slowly on a loaded host
             if (ofd_locks_on(path) >= locks) return true;
             int st = 0;
             if (::waitpid(pid_, &st, WNOHANG) == pid_) return false;

@@ -15,6 +15,7 @@
 #include "firmware/acpi.hpp"
 #include "firmware/fdt.hpp"
 #include "firmware/virtio_mmio_cmdline.hpp"
+#include "vmm/host/paging.hpp"
 #include "vmm/machine/cpuid.hpp"
 #include "vmm/machine/vcpu_setup.hpp"
 
@@ -87,6 +88,10 @@ Result<void> Machine::build() {
                     host >> 20);
 
     kvm_.emplace(KILN_TRY(Kvm::open(cfg_.kvm_path)));
+    if (spdlog::should_log(spdlog::level::info)) {
+        const auto paging = host::detect_paging();
+        spdlog::info("host paging: {} ({})", host::to_string(paging.mode), paging.why);
+    }
     const int max_vcpus = kvm_->max_vcpus();
     if (cfg_.cpus > static_cast<uint32_t>(max_vcpus))
         return fail("--cpus {} is above this host's KVM limit of {} vCPUs", cfg_.cpus, max_vcpus);
