@@ -177,3 +177,23 @@ TEST_CASE("embedding: the example program runs a guest through the C++ API") {
     check_exit(h, 0);
     CHECK(h.out.find("Hello from the Kiln test guest") != std::string::npos);
 }
+
+TEST_CASE("boot: --paging refuses a host whose paging differs, in one line, and runs where it matches") {
+    // This host's mode, as Kiln detects it, from its info log.
+    auto r = kiln::test::run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "64M", "--cmdline",
+                                   "job=exit status=0", "--log-level", "info"});
+    REQUIRE(r.exit_code == 0);
+    const bool shadow = r.err.find("host paging: shadow") != std::string::npos;
+    const bool two_d = r.err.find("host paging: ept") != std::string::npos ||
+                       r.err.find("host paging: npt") != std::string::npos;
+    REQUIRE_MESSAGE((shadow || two_d), r.err);
+    const std::string match = shadow ? "shadow" : "ept", other = shadow ? "ept" : "shadow";
+    r = kiln::test::run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "64M", "--cmdline", "job=exit status=3",
+                              "--paging", match});
+    CHECK(r.exit_code == 3);
+    r = kiln::test::run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "64M", "--cmdline", "job=exit status=3",
+                              "--paging", other});
+    CHECK(r.exit_code == 125);
+    CHECK(r.err.find("kiln: error: --paging " + other + ": this host's KVM uses") == 0);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+}

@@ -169,3 +169,11 @@ TEST_CASE("cli: kiln disk create") {
     CHECK(error_of({"disk", "create", "--frob", "x"}) == "disk create: unknown flag '--frob' (see 'kiln disk --help')");
     CHECK(error_of({"disk", "remove", "x"}) == "disk: unknown command 'remove' (see 'kiln disk --help')");
 }
+
+TEST_CASE("cli: --paging") {
+    CHECK(parse_run({"--kernel", "k"})->config.paging == MachineConfig::Paging::Any);
+    CHECK(parse_run({"--kernel", "k", "--paging", "ept"})->config.paging == MachineConfig::Paging::TwoDimensional);
+    CHECK(parse_run({"--kernel", "k", "--paging=npt"})->config.paging == MachineConfig::Paging::TwoDimensional);
+    CHECK(parse_run({"--kernel", "k", "--paging", "shadow"})->config.paging == MachineConfig::Paging::Shadow);
+    CHECK(error_of({"run", "--kernel", "k", "--paging", "tdp"}) == "--paging: 'tdp' is not ept, npt, shadow or any");
+}

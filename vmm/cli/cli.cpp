@@ -67,6 +67,8 @@ Options:
                        cache=none opens the files O_DIRECT (default writeback).
   --acpi on|off        ACPI tables for the guest (default on)
   --dtb                also pass a device tree (SETUP_DTB; bzImage kernels)
+  --paging MODE        ept (or npt), shadow or any (default): refuse to run on a
+                       host whose KVM uses other second-level paging
   --dump-acpi DIR      write each ACPI table to DIR/<SIGNATURE>.aml
   --dump-dtb FILE      write the device tree blob to FILE
   --log-level LEVEL    trace, debug, info, warn (default), error, off
@@ -169,6 +171,12 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
             const auto v = KILN_TRY(value());
             if (v != "on" && v != "off") return fail("--acpi: '{}' is not on or off", v);
             cfg.acpi = v == "on";
+        } else if (flag == "--paging") {
+            const auto v = KILN_TRY(value());
+            if (v == "any") cfg.paging = MachineConfig::Paging::Any;
+            else if (v == "ept" || v == "npt") cfg.paging = MachineConfig::Paging::TwoDimensional;
+            else if (v == "shadow") cfg.paging = MachineConfig::Paging::Shadow;
+            else return fail("--paging: '{}' is not ept, npt, shadow or any", v);
         } else if (flag == "--dump-acpi") {
             cfg.dump_acpi_dir = KILN_TRY(value());
             if (cfg.dump_acpi_dir.empty()) return fail("--dump-acpi needs a directory");

@@ -45,6 +45,10 @@ struct MachineConfig {
     bool dtb = false;
     std::string dump_acpi_dir; // --dump-acpi DIR: each table to DIR/<SIG>.aml
     std::string dump_dtb_path; // --dump-dtb FILE
+    // --paging ept|shadow|any: refuse to start on a host whose second-level paging is
+    // not the one asked for ("ept" means two-dimensional: EPT or NPT).
+    enum class Paging : uint8_t { Any, TwoDimensional, Shadow };
+    Paging paging = Paging::Any;
 
     // Checks what can be checked without the host: sizes, counts, regex syntax.
     [[nodiscard]] Result<void> validate() const;

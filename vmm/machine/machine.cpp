@@ -88,9 +88,15 @@ Result<void> Machine::build() {
                     host >> 20);
 
     kvm_.emplace(KILN_TRY(Kvm::open(cfg_.kvm_path)));
-    if (spdlog::should_log(spdlog::level::info)) {
+    if (cfg_.paging != MachineConfig::Paging::Any || spdlog::should_log(spdlog::level::info)) {
         const auto paging = host::detect_paging();
         spdlog::info("host paging: {} ({})", host::to_string(paging.mode), paging.why);
+        const bool two_d = paging.mode == host::PagingMode::Ept || paging.mode == host::PagingMode::Npt;
+        if (cfg_.paging == MachineConfig::Paging::TwoDimensional && !two_d)
+            return fail("--paging ept: this host's KVM uses {} paging ({})", host::to_string(paging.mode), paging.why);
+        if (cfg_.paging == MachineConfig::Paging::Shadow && paging.mode != host::PagingMode::Shadow)
+            return fail("--paging shadow: this host's KVM uses {} paging ({})", host::to_string(paging.mode),
+                        paging.why);
     }
     const int max_vcpus = kvm_->max_vcpus();
     if (cfg_.cpus > static_cast<uint32_t>(max_vcpus))
