@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "devices/block/disk.hpp"
+#include "devices/block/aligned_buffer.hpp"
 #include "devices/block/image_lock.hpp"
 #include "devices/block/qcow2.hpp"
 #include "devices/block/raw.hpp"
@@ -86,16 +87,6 @@ std::string temp_dir() {
     return t && *t ? t : "/var/tmp";
 }
 
-// A 4 KiB-aligned buffer for O_DIRECT reads of a header.
-struct AlignedBuffer {
-    explicit AlignedBuffer(size_t n) : ptr(static_cast<uint8_t*>(std::aligned_alloc(4096, n))), size(n) {}
-    ~AlignedBuffer() { std::free(ptr); }
-    AlignedBuffer(const AlignedBuffer&) = delete;
-    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-    uint8_t* ptr;
-    size_t size;
-};
-
 // O_DIRECT needs I/O aligned to the device's logical block size: ask a block device,
 // probe a file with a 512-byte direct read (4 KiB-sector disks refuse it).
 Result<uint32_t> direct_alignment(int fd, const std::string& name) {
@@ -106,10 +97,11 @@ Result<uint32_t> direct_alignment(int fd, const std::string& name) {
         if (::ioctl(fd, BLKSSZGET, &ss) == 0 && ss >= 512) return static_cast<uint32_t>(ss);
         return 512;
     }
-    AlignedBuffer buf(4096);
-    if (::pread(fd, buf.ptr, 512, 0) >= 0) return 512;
+    AlignedBuffer buf(4096, 4096);
+    if (!buf) return fail("disk '{}': out of memory", name);
+    if (::pread(fd, buf.data(), 512, 0) >= 0) return 512;
     if (errno != EINVAL) return fail_errno(fmt::format("disk '{}': O_DIRECT read", name));
-    if (::pread(fd, buf.ptr, 4096, 0) >= 0) return 4096;
+    if (::pread(fd, buf.data(), 4096, 0) >= 0) return 4096;
     return fail_errno(fmt::format("disk '{}': cache=none: O_DIRECT reads fail on this file", name));
 }
 
@@ -135,11 +127,12 @@ Result<OpenedFile> open_file(const std::string& path, bool writable, bool direct
 }
 
 Result<bool> probe_qcow2(int fd, const std::string& name) {
-    AlignedBuffer buf(4096);
-    ssize_t n = ::pread(fd, buf.ptr, 4096, 0);
-    if (n < 0 && errno == EINVAL) n = ::pread(fd, buf.ptr, 512, 0); // O_DIRECT, 4 KiB > file
+    AlignedBuffer buf(4096, 4096);
+    if (!buf) return fail("disk '{}': out of memory", name);
+    ssize_t n = ::pread(fd, buf.data(), 4096, 0);
+    if (n < 0 && errno == EINVAL) n = ::pread(fd, buf.data(), 512, 0); // O_DIRECT, 4 KiB > file
     if (n < 0) return fail_errno(fmt::format("disk '{}': reading its first bytes", name));
-    return qcow2::has_magic({buf.ptr, static_cast<size_t>(n)});
+    return qcow2::has_magic({buf.data(), static_cast<size_t>(n)});
 }
 
 // An error from a backing file names it ("disk '/abs/base.img': ..."); say how the chain

@@ -9,6 +9,7 @@
 // returns, into a cluster already referenced: a crash then leaves stale, never foreign,
 // data there.
 #include "devices/block/qcow2.hpp"
+#include "devices/block/aligned_buffer.hpp"
 
 #include <unistd.h>
 
@@ -68,31 +69,6 @@ void put16(uint8_t* p, uint16_t v) {
 uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 uint64_t align_up(uint64_t a, uint64_t b) { return div_up(a, b) * b; }
 
-// One buffer aligned for O_DIRECT, owned.
-class Buffer {
-public:
-    Buffer() = default;
-    Buffer(size_t size, size_t align)
-        : p_(static_cast<uint8_t*>(std::aligned_alloc(align, align_up(std::max<size_t>(size, 1), align)))),
-          size_(size) {
-        if (p_) std::memset(p_, 0, size_);
-    }
-    ~Buffer() { std::free(p_); }
-    Buffer(Buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), size_(std::exchange(o.size_, 0)) {}
-    Buffer& operator=(Buffer&& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(size_, o.size_);
-        return *this;
-    }
-    [[nodiscard]] uint8_t* data() const { return p_; }
-    [[nodiscard]] size_t size() const { return size_; }
-    [[nodiscard]] explicit operator bool() const { return p_ != nullptr; }
-
-private:
-    uint8_t* p_ = nullptr;
-    size_t size_ = 0;
-};
-
 Result<void> pread_all(int fd, uint8_t* buf, size_t len, uint64_t off, std::string_view what) {
     size_t done = 0;
     while (done < len) {
@@ -135,7 +111,7 @@ struct Header {
 Result<Header> parse_header(int fd) {
     // The header, its extensions and the backing name all live in the first cluster;
     // read up to 64 KiB of it (O_DIRECT-safe: aligned buffer and length).
-    Buffer buf(64 << 10, 4096);
+    AlignedBuffer buf(64 << 10, 4096);
     if (!buf) return fail("out of memory");
     ssize_t n;
     do n = ::pread(fd, buf.data(), buf.size(), 0);
@@ -238,7 +214,7 @@ Result<Header> parse_header(int fd) {
 struct TableSlot {
     uint64_t offset = 0; // 0: empty
     uint64_t last_use = 0;
-    Buffer buf;
+    AlignedBuffer buf;
 };
 
 class Qcow2Image final : public DiskImage {
@@ -252,7 +228,7 @@ public:
         const std::string what = describe();
         // The L1 table, whole, in memory (at most 32 MiB; 16 KiB for 1 TiB at 64 KiB).
         const uint64_t l1_bytes = align_up(uint64_t{h_.l1_size} * 8, alignment_);
-        Buffer l1(l1_bytes, alignment_);
+        AlignedBuffer l1(l1_bytes, alignment_);
         if (!l1) return fail("{}: out of memory for the L1 table", what);
         KILN_TRY(pread_all(fd_.get(), l1.data(), l1_bytes, h_.l1_offset, what + ": L1 table"));
         l1_.resize(h_.l1_size);
@@ -261,10 +237,10 @@ public:
             const uint64_t off = l1_[i] & kOffsetMask;
             if (off % cs_ != 0) return fail("{}: L1 entry {} points at an unaligned L2 table {:#x}", what, i, off);
         }
-        for (auto& s : l2_cache_) s.buf = Buffer(cs_, alignment_);
-        scratch_ = Buffer(cs_, alignment_);
-        copy_ = Buffer(cs_, alignment_);
-        meta_ = Buffer(std::max<uint64_t>(alignment_, 512), alignment_);
+        for (auto& s : l2_cache_) s.buf = AlignedBuffer(cs_, alignment_);
+        scratch_ = AlignedBuffer(cs_, alignment_);
+        copy_ = AlignedBuffer(cs_, alignment_);
+        meta_ = AlignedBuffer(std::max<uint64_t>(alignment_, 512), alignment_);
         if (!scratch_ || !copy_ || !meta_) return fail("{}: out of memory", what);
         if (read_only_) return {};
 
@@ -283,12 +259,12 @@ public:
                         h_.refcount_order);
         // The refcount table, whole, in memory, and the refcount block cache.
         const uint64_t rt_bytes = uint64_t{h_.refcount_table_clusters} * cs_;
-        Buffer rt(rt_bytes, alignment_);
+        AlignedBuffer rt(rt_bytes, alignment_);
         if (!rt) return fail("{}: out of memory for the refcount table", what);
         KILN_TRY(pread_all(fd_.get(), rt.data(), rt_bytes, h_.refcount_table_offset, what + ": refcount table"));
         refcount_table_.resize(rt_bytes / 8);
         for (size_t i = 0; i < refcount_table_.size(); ++i) refcount_table_[i] = be64(rt.data() + 8 * i);
-        refblock_ = TableSlot{0, 0, Buffer(cs_, alignment_)};
+        refblock_ = TableSlot{0, 0, AlignedBuffer(cs_, alignment_)};
         KILN_TRY(collect_metadata());
         // New clusters go after everything the file has now.
         const off_t end = ::lseek(fd_.get(), 0, SEEK_END);
@@ -325,19 +301,14 @@ public:
         while (pos < end && m.count < out.size()) {
             const uint64_t in_cluster = pos % cs_;
             const uint64_t n = std::min(end - pos, cs_ - in_cluster);
-            const uint64_t entry = KILN_TRY(l2_entry(pos / cs_));
-            if (entry & kCompressed)
-                return fail("{}: cluster at guest offset {:#x} is compressed; Kiln does not read compressed clusters",
-                            describe(), pos - in_cluster);
+            const uint64_t entry = KILN_TRY(data_entry(pos, "read"));
             const uint64_t host = entry & kOffsetMask;
             uint64_t done = n;
-            if (entry & kZeroFlag) { // v3 zero cluster, preallocated or not: zeros either way
+            if ((entry & kZeroFlag) || (host == 0 && (!backing_ || pos >= backing_->size()))) {
+                // A v3 zero cluster (preallocated or not), or unallocated with nothing below.
                 add(out, m, Extent{Extent::Kind::Zero, -1, 0, n});
             } else if (host != 0) {
-                if (host % cs_) return fail("{}: L2 entry for {:#x} is unaligned ({:#x})", describe(), pos, host);
                 add(out, m, Extent{Extent::Kind::Data, fd_.get(), host + in_cluster, n});
-            } else if (!backing_ || pos >= backing_->size()) {
-                add(out, m, Extent{Extent::Kind::Zero, -1, 0, n});
             } else {
                 // Unallocated here: the backing image's bytes (zeros past its end).
                 const uint64_t in_backing = std::min(n, backing_->size() - pos);
@@ -367,10 +338,7 @@ public:
         while (pos < end && m.count < out.size()) {
             const uint64_t in_cluster = pos % cs_;
             const uint64_t n = std::min(end - pos, cs_ - in_cluster);
-            uint64_t entry = KILN_TRY(l2_entry(pos / cs_));
-            if (entry & kCompressed)
-                return fail("{}: cluster at guest offset {:#x} is compressed; Kiln does not write compressed clusters",
-                            describe(), pos - in_cluster);
+            const uint64_t entry = KILN_TRY(data_entry(pos, "write"));
             uint64_t host = entry & kOffsetMask;
             if (host == 0) {
                 host = KILN_TRY(allocate_data_cluster(pos / cs_, entry, in_cluster, n));
@@ -378,11 +346,10 @@ public:
                 // In place. A hostile or damaged image may point a data cluster at its own
                 // tables: writing there would destroy it (QEMU calls this an overlap and
                 // marks the image corrupt).
-                if (host % cs_ || metadata_.contains(host))
-                    return fail("{}: the data cluster for guest offset {:#x} is at {:#x}, {}; refusing to write "
-                                "(check the image with 'qemu-img check')",
-                                describe(), pos - in_cluster, host,
-                                host % cs_ ? "not cluster-aligned" : "on the image's own metadata");
+                if (metadata_.contains(host))
+                    return fail("{}: the data cluster for guest offset {:#x} is at {:#x}, on the image's own "
+                                "metadata; refusing to write (check the image with 'qemu-img check')",
+                                describe(), pos - in_cluster, host);
                 if (entry & kZeroFlag) KILN_TRY(unzero_cluster(pos / cs_, host));
             }
             add(out, m, Extent{Extent::Kind::Data, fd_.get(), host + in_cluster, n});
@@ -479,6 +446,20 @@ private:
         return victim->buf.data();
     }
 
+    // The L2 entry of the cluster holding guest offset `pos`, refused when it is one
+    // Kiln cannot `verb` (compressed) or one no valid image has (an unaligned offset).
+    Result<uint64_t> data_entry(uint64_t pos, const char* verb) {
+        const uint64_t entry = KILN_TRY(l2_entry(pos / cs_));
+        const uint64_t cluster = pos / cs_ * cs_;
+        if (entry & kCompressed)
+            return fail("{}: cluster at guest offset {:#x} is compressed; Kiln does not {} compressed clusters",
+                        describe(), cluster, verb);
+        if ((entry & kOffsetMask) % cs_)
+            return fail("{}: the L2 entry for guest offset {:#x} points at {:#x}, not cluster-aligned", describe(),
+                        cluster, entry & kOffsetMask);
+        return entry;
+    }
+
     // The L2 entry for guest cluster `gc` (0: unallocated, no table).
     Result<uint64_t> l2_entry(uint64_t gc) {
         const uint64_t l1i = gc / l2_entries_;
@@ -573,7 +554,7 @@ private:
         next_free_ += clusters;
         KILN_TRY(extend_file(next_free_ * cs_));
         for (uint64_t c = first; c < first + clusters; ++c) KILN_TRY(set_refcount(c, 1));
-        Buffer t(clusters * cs_, alignment_);
+        AlignedBuffer t(clusters * cs_, alignment_);
         if (!t) return fail("{}: out of memory for the refcount table", describe());
         for (size_t i = 0; i < refcount_table_.size(); ++i) put64(t.data() + 8 * i, refcount_table_[i]);
         KILN_TRY(pwrite_all(fd_.get(), t.data(), t.size(), first * cs_, describe() + ": new refcount table"));
@@ -628,7 +609,7 @@ private:
         if (const uint64_t l2 = l1_[l1i] & kOffsetMask; l2 != 0) return l2;
         const uint64_t l2 = KILN_TRY(allocate_cluster());
         if (volatile_) { // in memory only; the cluster in the file stays a hole
-            Buffer table(cs_, alignment_);
+            AlignedBuffer table(cs_, alignment_);
             if (!table) return fail("{}: out of memory for an L2 table", describe());
             volatile_l2_.emplace(l2, std::move(table));
             l1_[l1i] = l2 | kCopied;
@@ -694,12 +675,12 @@ private:
     std::vector<uint64_t> l1_;
     std::array<TableSlot, kL2CacheSlots> l2_cache_;
     // volatile_metadata: L2 tables made since open, by file offset (never evicted).
-    std::unordered_map<uint64_t, Buffer> volatile_l2_;
+    std::unordered_map<uint64_t, AlignedBuffer> volatile_l2_;
     uint64_t clock_ = 0;
     std::vector<uint64_t> refcount_table_;
     std::set<uint64_t> metadata_; // writable images: see note_metadata
     TableSlot refblock_;
-    Buffer scratch_, copy_, meta_;
+    AlignedBuffer scratch_, copy_, meta_;
     uint64_t file_end_ = 0, next_free_ = 0;
     bool growing_ = false;
 };
@@ -728,7 +709,7 @@ Result<void> create(int fd, const CreateOptions& o) {
     const uint64_t clusters = 3 + l1_clusters;
     if (clusters > cs / 2) return fail("the image metadata does not fit one refcount block; use larger clusters");
 
-    Buffer img(3 * cs, 4096);
+    AlignedBuffer img(3 * cs, 4096);
     if (!img) return fail("out of memory");
     uint8_t* h = img.data();
     put32(h, kMagic);

@@ -124,7 +124,7 @@ private:
     io_uring_sqe* next_sqe();
     void drain_queue();
     void start_request(const Chain& chain);
-    void finish_broken(const Chain& chain);
+    void finish_broken(const Chain& chain, const char* why);
     [[nodiscard]] uint8_t start_rw(Slot& s, uint32_t slot, bool write, uint64_t sector);
     [[nodiscard]] uint8_t discard_or_zero(const Slot& s, bool zero);
     void complete(uint32_t slot, uint8_t status);
@@ -259,8 +259,8 @@ void BlkQueueWorker::drain_queue() {
     }
 }
 
-void BlkQueueWorker::finish_broken(const Chain& c) {
-    spdlog::debug("virtio-blk: malformed request {}: {}", c.head, c.broken);
+void BlkQueueWorker::finish_broken(const Chain& c, const char* why) {
+    spdlog::debug("virtio-blk: malformed request {}: {}", c.head, why);
     // The chain's own last byte when the walk could still find it; else the last valid
     // segment, if writable, is the driver's status byte as far as we can tell. An error
     // there ends the driver's wait. Otherwise the buffer comes back empty.
@@ -277,13 +277,10 @@ void BlkQueueWorker::finish_broken(const Chain& c) {
 }
 
 void BlkQueueWorker::start_request(const Chain& c) {
-    if (c.broken) return finish_broken(c);
+    if (c.broken) return finish_broken(c, c.broken);
     // Status: the last byte of the last segment, which must be device-writable.
-    if (c.count == 0 || !c.segments[c.count - 1].writable) {
-        Chain copy_for_status = c;
-        copy_for_status.broken = "no device-writable status byte";
-        return finish_broken(copy_for_status);
-    }
+    if (c.count == 0 || !c.segments[c.count - 1].writable)
+        return finish_broken(c, "no device-writable status byte");
     const uint32_t slot_index = free_.back();
     Slot& s = slots_[slot_index];
     s.head = c.head;

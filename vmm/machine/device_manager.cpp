@@ -28,24 +28,15 @@ Result<void> DeviceManager::add_virtio_mmio(const Vm& vm, const GuestMemory& mem
     if (slot.size < virtio::kMmioWindowSize)
         return fail("{}: a virtio-mmio window of {:#x} bytes is smaller than the transport's {:#x}", device->name(),
                     slot.size, virtio::kMmioWindowSize);
-    const uint64_t base = slot.base;
-    const uint32_t gsi = slot.gsi;
-    VirtioMmioInfo info{base, slot.size, gsi, device->device_id(), std::string(device->name())};
-
-    auto& irq = *irqs_.emplace_back(KILN_TRY_CTX(IrqfdLine::create(vm, gsi), "{} interrupt", info.name));
+    const std::string name(device->name());
+    auto& irq = *irqs_.emplace_back(KILN_TRY_CTX(IrqfdLine::create(vm, slot.gsi), "{} interrupt", name));
     auto transport = KILN_TRY(virtio::MmioTransport::create(std::move(device), mem, irq));
     for (uint16_t q = 0; q < transport->num_queues(); ++q)
-        KILN_TRY_CTX(vm.add_ioeventfd(base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, transport->kick_fd(q)),
-                     "{} queue {} notifier", info.name, q);
-    KILN_TRY(mmio_.insert(*transport, base, slot.size, info.name));
-    virtio_.push_back(transport.get());
+        KILN_TRY_CTX(vm.add_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, transport->kick_fd(q)),
+                     "{} queue {} notifier", name, q);
+    KILN_TRY(mmio_.insert(*transport, slot.base, slot.size, name));
     devices_.push_back(std::move(transport));
-    virtio_info_.push_back(std::move(info));
     return {};
-}
-
-void DeviceManager::reset_virtio() {
-    for (auto* t : virtio_) t->device().reset();
 }
 
 Result<void> DeviceManager::add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits) {

@@ -45,15 +45,6 @@ private:
     EventFd fd_;
 };
 
-// Where a virtio-mmio device sits, for the firmware's tables and the command line.
-struct VirtioMmioInfo {
-    uint64_t base = 0;
-    uint64_t size = 0;
-    uint32_t gsi = 0;
-    uint32_t device_id = 0;
-    std::string name;
-};
-
 class DeviceManager {
 public:
     DeviceManager() : pio_("port I/O"), mmio_("MMIO") {}
@@ -67,9 +58,6 @@ public:
     [[nodiscard]] Result<void> add_virtio_mmio(const Vm& vm, const GuestMemory& mem,
                                                const firmware::VirtioMmioDesc& slot,
                                                std::unique_ptr<virtio::Device> device);
-    [[nodiscard]] const std::vector<VirtioMmioInfo>& virtio_mmio() const { return virtio_info_; }
-    // Stops every virtio device's workers (before guest memory goes away).
-    void reset_virtio();
 
     [[nodiscard]] const Bus& pio() const { return pio_; }
     [[nodiscard]] const Bus& mmio() const { return mmio_; }
@@ -80,8 +68,6 @@ private:
     std::vector<std::unique_ptr<IrqLine>> irqs_;
     std::vector<std::unique_ptr<BusDevice>> devices_;
     Serial8250* serial_ = nullptr;
-    std::vector<virtio::MmioTransport*> virtio_;
-    std::vector<VirtioMmioInfo> virtio_info_;
 };
 
 } // namespace kiln
