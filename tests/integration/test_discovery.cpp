@@ -9,36 +9,17 @@
 #include <fstream>
 #include <string>
 
+#include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
 
+using kiln::test::read_text;
 using kiln::test::run_kiln;
+using kiln::test::ScratchDir;
 using kiln::test::run_process;
 namespace fs = std::filesystem;
 
-namespace {
-
-struct Scratch {
-    fs::path path;
-    Scratch() {
-        char tmpl[] = "/tmp/kiln-disc-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~Scratch() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-std::string slurp(const fs::path& p) {
-    std::ifstream f(p);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-} // namespace
-
 TEST_CASE("discovery: --dump-acpi and --dump-dtb describe the disks, vCPUs and IOAPIC the VM really has") {
-    Scratch dir;
+    ScratchDir dir;
     const fs::path a = dir.path / "a.raw", b = dir.path / "b.raw";
     fs::resize_file((std::ofstream(a), a), 1 << 20);
     fs::resize_file((std::ofstream(b), b), 1 << 20);
@@ -52,7 +33,7 @@ TEST_CASE("discovery: --dump-acpi and --dump-dtb describe the disks, vCPUs and I
 
     auto iasl = run_process({"sh", "-c", "cd '" + acpi.string() + "' && iasl -d DSDT.aml APIC.aml 2>&1"});
     REQUIRE_MESSAGE(iasl.exit_code == 0, iasl.out);
-    const std::string dsdt = slurp(acpi / "DSDT.dsl"), madt = slurp(acpi / "APIC.dsl");
+    const std::string dsdt = read_text(acpi / "DSDT.dsl"), madt = read_text(acpi / "APIC.dsl");
     // One LNRO0005 device per disk, at the slots the machine put them, edge interrupts.
     size_t n = 0;
     for (size_t at = dsdt.find("\"LNRO0005\""); at != std::string::npos; at = dsdt.find("\"LNRO0005\"", at + 1)) ++n;

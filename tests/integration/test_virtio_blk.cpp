@@ -22,8 +22,10 @@
 #include <csignal>
 #include <unistd.h>
 
+#include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
 
+using namespace kiln::test;
 using kiln::test::ProcessResult;
 using kiln::test::run_kiln;
 using kiln::test::run_process;
@@ -47,37 +49,6 @@ uint32_t crc32(const uint8_t* p, size_t n) {
     uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
     return c ^ 0xffffffffu;
-}
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/kiln-blk-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-std::vector<uint8_t> random_bytes(size_t n, unsigned seed) {
-    std::vector<uint8_t> v(n);
-    std::mt19937 rng(seed);
-    for (auto& b : v) b = static_cast<uint8_t>(rng());
-    return v;
-}
-
-void write_file(const fs::path& p, const std::vector<uint8_t>& data) {
-    std::ofstream f(p, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-    REQUIRE(f.good());
-}
-
-std::vector<uint8_t> read_file(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
 }
 
 ProcessResult boot(const std::string& cmdline, const std::vector<std::string>& disks, const char* kernel = TESTGUEST_ELF) {
@@ -115,10 +86,10 @@ std::string qemu_img(const std::vector<std::string>& args, int* status = nullptr
 } // namespace
 
 TEST_CASE("virtio-blk: the guest reads a raw disk exactly (CRC of sectors), both boot formats") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(8 << 20, 1);
     const fs::path disk = dir.path / "disk.raw";
-    write_file(disk, data);
+    write_bytes(disk, data);
     for (const char* kernel : {TESTGUEST_ELF, TESTGUEST_BZIMAGE}) {
         CAPTURE(kernel);
         for (auto [sector, count] : {std::pair<uint64_t, uint64_t>{0, 1}, {7, 300}, {0, 16384}, {16000, 384}}) {
@@ -137,13 +108,13 @@ TEST_CASE("virtio-blk: the guest reads a raw disk exactly (CRC of sectors), both
 }
 
 TEST_CASE("virtio-blk: writes reach the raw file, flushed, and nothing else changes") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(4 << 20, 2);
     const fs::path disk = dir.path / "disk.raw";
-    write_file(disk, data);
+    write_bytes(disk, data);
     auto r = boot("job=blk-write sector=33 count=77 byte=171", {"path=" + disk.string() + ",cache=none"});
     check_exit(r, 0);
-    auto after = read_file(disk);
+    auto after = read_bytes(disk);
     REQUIRE(after.size() == data.size());
     auto expected = data;
     std::fill(expected.begin() + 33 * kSector, expected.begin() + (33 + 77) * kSector, uint8_t{171});
@@ -151,10 +122,10 @@ TEST_CASE("virtio-blk: writes reach the raw file, flushed, and nothing else chan
 }
 
 TEST_CASE("virtio-blk: serial, several disks, and a read-only disk that refuses writes") {
-    TempDir dir;
+    ScratchDir dir;
     const auto a = random_bytes(1 << 20, 3), b = random_bytes(2 << 20, 4);
-    write_file(dir.path / "a.raw", a);
-    write_file(dir.path / "b.raw", b);
+    write_bytes(dir.path / "a.raw", a);
+    write_bytes(dir.path / "b.raw", b);
     const std::string da = "path=" + (dir.path / "a.raw").string() + ",serial=KILN-A";
     const std::string db = "path=" + (dir.path / "b.raw").string() + ",serial=KILN-DISK-B,readonly=on";
     auto r = boot("job=blk-id disk=1", {da, db});
@@ -166,38 +137,38 @@ TEST_CASE("virtio-blk: serial, several disks, and a read-only disk that refuses 
     r = boot("job=blk-write disk=1 sector=0 count=8 byte=1", {da, db});
     check_exit(r, 4); // the guest's write fails with VIRTIO_BLK_S_IOERR (guest status 4); kiln carries on
     CHECK(r.out.find("I/O error") != std::string::npos);
-    CHECK(read_file(dir.path / "b.raw") == b);
+    CHECK(read_bytes(dir.path / "b.raw") == b);
 }
 
 TEST_CASE("virtio-blk: snapshot=on writes into a throw-away overlay - the base stays bit-identical") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(4 << 20, 5);
     const fs::path base = dir.path / "base.raw";
-    write_file(base, data);
+    write_bytes(base, data);
     auto r = boot("job=blk-write sector=0 count=2048 byte=7", {"path=" + base.string() + ",snapshot=on"});
     check_exit(r, 0); // the guest read its own writes back from the overlay
-    CHECK(read_file(base) == data);
+    CHECK(read_bytes(base) == data);
     CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1); // no overlay left here
 }
 
 TEST_CASE("virtio-blk: a qcow2 child over a raw base: qemu-img check is clean, compare shows exactly the writes") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(8 << 20, 6);
     const fs::path base = dir.path / "base.raw", child = dir.path / "child.qcow2";
-    write_file(base, data);
+    write_bytes(base, data);
     int status = -1;
     auto out = qemu_img({"create", "-q", "-f", "qcow2", "-F", "raw", "-b", base.string(), child.string()}, &status);
     REQUIRE_MESSAGE(status == 0, out);
     // Partial clusters at both ends: copy-on-write from the base must keep the rest.
     auto r = boot("job=blk-write sector=129 count=300 byte=90", {"path=" + child.string()});
     check_exit(r, 0);
-    CHECK(read_file(base) == data);
+    CHECK(read_bytes(base) == data);
     out = qemu_img({"check", child.string()}, &status);
     CHECK_MESSAGE(status == 0, out);
     // The guest's view of the child must be the base with exactly those sectors changed.
     auto expected = data;
     std::fill(expected.begin() + 129 * kSector, expected.begin() + (129 + 300) * kSector, uint8_t{90});
-    write_file(dir.path / "expected.raw", expected);
+    write_bytes(dir.path / "expected.raw", expected);
     out = qemu_img({"compare", "-f", "qcow2", "-F", "raw", child.string(), (dir.path / "expected.raw").string()}, &status);
     CHECK_MESSAGE(status == 0, out);
     // And a later VM reads what the earlier one wrote.
@@ -215,7 +186,7 @@ TEST_CASE("virtio-blk: a scratch disk is made at start and gone at exit") {
 }
 
 TEST_CASE("virtio-blk: a host that runs out of space gives the guest an I/O error, and kiln carries on") {
-    TempDir dir;
+    ScratchDir dir;
     const fs::path mnt = dir.path / "small";
     fs::create_directory(mnt);
     if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=1M") != 0) {
@@ -232,9 +203,9 @@ TEST_CASE("virtio-blk: a host that runs out of space gives the guest an I/O erro
 }
 
 TEST_CASE("virtio-blk: two VMs may not write one image - any number may read a read-only base") {
-    TempDir dir;
+    ScratchDir dir;
     const fs::path disk = dir.path / "disk.raw";
-    write_file(disk, random_bytes(1 << 20, 7));
+    write_bytes(disk, random_bytes(1 << 20, 7));
     const std::string rw = "path=" + disk.string();
     std::thread first([&] { (void)boot("job=timer ms=3000", {rw}); });
     std::this_thread::sleep_for(std::chrono::milliseconds(800));
@@ -251,19 +222,19 @@ TEST_CASE("virtio-blk: two VMs may not write one image - any number may read a r
 }
 
 TEST_CASE("virtio-blk: bad --disk specs and broken images: one line, status 125, nothing written") {
-    TempDir dir;
+    ScratchDir dir;
     const fs::path good = dir.path / "ok.raw";
-    write_file(good, random_bytes(1 << 20, 8));
+    write_bytes(good, random_bytes(1 << 20, 8));
     const fs::path corrupt = dir.path / "corrupt.qcow2";
     auto bytes = random_bytes(64 << 10, 9);
     bytes[0] = 'Q', bytes[1] = 'F', bytes[2] = 'I', bytes[3] = 0xfb; // qcow2 magic, nonsense after
-    write_file(corrupt, bytes);
+    write_bytes(corrupt, bytes);
     const fs::path orphan = dir.path / "orphan.qcow2";
     int status = -1;
     auto out = qemu_img({"create", "-q", "-f", "qcow2", "-F", "raw", "-b", (dir.path / "gone.raw").string(), "-u",
                          orphan.string(), "1M"}, &status);
     REQUIRE_MESSAGE(status == 0, out);
-    const auto orphan_before = read_file(orphan);
+    const auto orphan_before = read_bytes(orphan);
     for (const std::string& spec : {std::string("path=") + (dir.path / "missing.raw").string(),
                                     "path=" + good.string() + ",format=vhd", "path=" + good.string() + ",bogus=1",
                                     "path=" + good.string() + ",queues=0", std::string("scratch=12Q"), "path=" + corrupt.string(),
@@ -274,15 +245,15 @@ TEST_CASE("virtio-blk: bad --disk specs and broken images: one line, status 125,
         CHECK(r.err.find("kiln: error:") == 0);
         CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     }
-    CHECK(read_file(corrupt) == bytes);
-    CHECK(read_file(orphan) == orphan_before);
+    CHECK(read_bytes(corrupt) == bytes);
+    CHECK(read_bytes(orphan) == orphan_before);
 }
 
 TEST_CASE("virtio-blk: snapshot=on leaves nothing behind when kiln is killed with SIGKILL") {
-    TempDir dir, tmp;
+    ScratchDir dir, tmp;
     const auto data = random_bytes(2 << 20, 10);
     const fs::path base = dir.path / "base.raw";
-    write_file(base, data);
+    write_bytes(base, data);
     kiln::test::ProcessOptions opt;
     opt.limit = std::chrono::milliseconds(2500); // then run_process sends SIGKILL
     opt.env = {"TMPDIR=" + tmp.path.string()};
@@ -293,15 +264,15 @@ TEST_CASE("virtio-blk: snapshot=on leaves nothing behind when kiln is killed wit
                       opt);
     CHECK(r.timed_out);
     CHECK(r.term_signal == SIGKILL);
-    CHECK(read_file(base) == data);
+    CHECK(read_bytes(base) == data);
     CHECK(fs::is_empty(tmp.path));  // the overlay was never linked into TMPDIR
     CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
 }
 
 TEST_CASE("virtio-blk: queues=N offers VIRTIO_BLK_F_MQ with N queues, each served on its own") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(1 << 20, 11);
-    write_file(dir.path / "d.raw", data);
+    write_bytes(dir.path / "d.raw", data);
     auto r = boot("job=blk-info", {"path=" + (dir.path / "d.raw").string() + ",queues=4"});
     check_exit(r, 0);
     CHECK(r.out.find("num_queues=4") != std::string::npos);
@@ -324,9 +295,9 @@ TEST_CASE("virtio-blk: queues=N offers VIRTIO_BLK_F_MQ with N queues, each serve
 }
 
 TEST_CASE("virtio-blk: a guest that writes nonsense into its virtqueue gets error statuses, then NEEDS_RESET - kiln carries on") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(1 << 20, 12);
-    write_file(dir.path / "d.raw", data);
+    write_bytes(dir.path / "d.raw", data);
     // Buffers outside RAM, a 4 GiB length, loops, next beyond the queue, a short header,
     // an unwritable status byte, an unknown type, out-of-range and partial sectors, then
     // an available index far ahead of the ring; then reset and a good read (guest side:
@@ -336,14 +307,14 @@ TEST_CASE("virtio-blk: a guest that writes nonsense into its virtqueue gets erro
     CHECK(r.out.find("blk-hostile: 0 failure(s)") != std::string::npos);
     CHECK(r.out.find("FAIL") == std::string::npos);
     CHECK(r.err.find("queue stopped: the available index ran ahead of the queue") != std::string::npos);
-    CHECK(read_file(dir.path / "d.raw") == data); // the refused write never reached the file
+    CHECK(read_bytes(dir.path / "d.raw") == data); // the refused write never reached the file
 }
 
 TEST_CASE("virtio-blk: write-zeroes and discard from the guest reach the raw file (zeros, a punched hole)") {
-    TempDir dir;
+    ScratchDir dir;
     const auto data = random_bytes(4 << 20, 13);
     const fs::path disk = dir.path / "d.raw";
-    write_file(disk, data);
+    write_bytes(disk, data);
     const std::string spec = "path=" + disk.string();
     auto r = boot("job=blk-zero sector=100 count=50", {spec});
     check_exit(r, 0);
@@ -361,11 +332,11 @@ TEST_CASE("virtio-blk: write-zeroes and discard from the guest reach the raw fil
     std::fill_n(expected.begin() + 100 * kSector, 50 * kSector, 0);
     std::fill_n(expected.begin() + 300 * kSector, 16 * kSector, 0);
     std::fill_n(expected.begin() + 2048 * kSector, 2048 * kSector, 0);
-    CHECK(read_file(disk) == expected);
+    CHECK(read_bytes(disk) == expected);
     // A read-only disk offers neither and fails them; a qcow2 image does not offer them.
     r = boot("job=blk-zero sector=0 count=8", {spec + ",readonly=on"});
     check_exit(r, 4);
-    CHECK(read_file(disk) == expected);
+    CHECK(read_bytes(disk) == expected);
     int status = -1;
     auto out = qemu_img({"create", "-q", "-f", "qcow2", (dir.path / "q.qcow2").string(), "1M"}, &status);
     REQUIRE_MESSAGE(status == 0, out);

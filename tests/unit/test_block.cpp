@@ -16,130 +16,12 @@
 
 #include "devices/block/disk.hpp"
 #include "devices/block/qcow2.hpp"
-#include "test_firmware_acpi_tools.hpp"
+#include "test_disk_tools.hpp"
 
 using namespace kiln;
 using namespace kiln::block;
-using kiln::test::run_tool;
+using namespace kiln::test;
 namespace fs = std::filesystem;
-
-namespace {
-
-struct Dir {
-    fs::path path;
-    Dir() {
-        char tmpl[] = "/tmp/kiln-block-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    [[nodiscard]] std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::vector<uint8_t> random_bytes(size_t n, unsigned seed) {
-    std::vector<uint8_t> v(n);
-    std::mt19937 rng(seed);
-    for (auto& b : v) b = static_cast<uint8_t>(rng());
-    return v;
-}
-
-void write_file(const std::string& p, const std::vector<uint8_t>& d) {
-    std::ofstream f(p, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
-    REQUIRE(f.good());
-}
-
-std::vector<uint8_t> read_file(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-// Guest buffers are page-aligned; O_DIRECT (cache=none) needs that.
-struct PageBuffer {
-    explicit PageBuffer(size_t n) : p(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
-    ~PageBuffer() { std::free(p); }
-    PageBuffer(const PageBuffer&) = delete;
-    PageBuffer& operator=(const PageBuffer&) = delete;
-    uint8_t* data() const { return p; }
-    uint8_t* p;
-};
-
-// Reads [off, off+len) through the image's extents, as a queue worker would.
-std::vector<uint8_t> read_via(DiskImage& img, uint64_t off, uint64_t len) {
-    PageBuffer out(len);
-    uint64_t pos = 0;
-    while (pos < len) {
-        Extent ex[4]; // small on purpose: exercises "covered < len, call again"
-        auto m = img.map_read(off + pos, len - pos, ex);
-        REQUIRE_MESSAGE(m, m.error().message());
-        REQUIRE(m->covered > 0);
-        uint64_t at = pos, sum = 0;
-        for (size_t i = 0; i < m->count; ++i) {
-            if (ex[i].kind == Extent::Kind::Zero) std::fill_n(out.data() + at, ex[i].length, 0);
-            else
-                REQUIRE(::pread(ex[i].fd, out.data() + at, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==
-                        static_cast<ssize_t>(ex[i].length));
-            at += ex[i].length;
-            sum += ex[i].length;
-        }
-        REQUIRE(sum == m->covered);
-        pos += m->covered;
-    }
-    return {out.data(), out.data() + len};
-}
-
-void write_via(DiskImage& img, uint64_t off, const std::vector<uint8_t>& bytes) {
-    PageBuffer buf(bytes.size());
-    std::copy(bytes.begin(), bytes.end(), buf.data());
-    const std::span<const uint8_t> data(buf.data(), bytes.size());
-    uint64_t pos = 0;
-    while (pos < data.size()) {
-        Extent ex[4];
-        auto m = img.map_write(off + pos, data.size() - pos, ex);
-        REQUIRE_MESSAGE(m, m.error().message());
-        REQUIRE(m->covered > 0);
-        uint64_t at = pos;
-        for (size_t i = 0; i < m->count; ++i) {
-            REQUIRE(ex[i].kind == Extent::Kind::Data);
-            REQUIRE(::pwrite(ex[i].fd, data.data() + at, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==
-                    static_cast<ssize_t>(ex[i].length));
-            at += ex[i].length;
-        }
-        pos += m->covered;
-    }
-}
-
-std::unique_ptr<DiskImage> open_ok(const std::string& spec) {
-    auto s = parse_disk_spec(spec);
-    REQUIRE_MESSAGE(s, s.error().message());
-    auto d = open_disk(*s);
-    REQUIRE_MESSAGE(d, d.error().message());
-    return std::move(*d);
-}
-
-std::string open_error(const std::string& spec) {
-    auto s = parse_disk_spec(spec);
-    REQUIRE_MESSAGE(s, s.error().message());
-    auto d = open_disk(*s);
-    REQUIRE_FALSE(d);
-    return d.error().message();
-}
-
-std::string spec_error(const std::string& spec) {
-    auto s = parse_disk_spec(spec);
-    REQUIRE_FALSE(s);
-    return s.error().message();
-}
-
-void tool_ok(const std::string& cmd) {
-    auto r = run_tool(cmd);
-    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.out);
-}
-
-} // namespace
 
 TEST_CASE("disk spec: every key, and one clear line for each mistake") {
     auto s = parse_disk_spec("path=/a/b.qcow2,format=qcow2,readonly=on,cache=none,queues=4,serial=KILN-1");
@@ -178,9 +60,9 @@ TEST_CASE("disk spec: every key, and one clear line for each mistake") {
 }
 
 TEST_CASE("raw: one extent per request, read-only refuses writes, discard and write-zeroes") {
-    Dir dir;
+    ScratchDir dir;
     const auto data = random_bytes(1 << 20, 1);
-    write_file(dir / "d.raw", data);
+    write_bytes(dir / "d.raw", data);
     {
         auto img = open_ok("path=" + dir / "d.raw");
         CHECK(std::string(img->format()) == "raw");
@@ -191,7 +73,7 @@ TEST_CASE("raw: one extent per request, read-only refuses writes, discard and wr
         REQUIRE(img->write_zeroes(65536, 65536, false));
         REQUIRE(img->discard(131072, 65536));
     }
-    auto after = read_file(dir / "d.raw");
+    auto after = read_bytes(dir / "d.raw");
     auto expected = data;
     std::fill_n(expected.begin() + 512, 1024, 0xab);
     std::fill_n(expected.begin() + 65536, 131072, 0);
@@ -201,9 +83,9 @@ TEST_CASE("raw: one extent per request, read-only refuses writes, discard and wr
     CHECK(ro->read_only());
     Extent ex[1];
     CHECK_FALSE(ro->map_write(0, 512, ex));
-    CHECK(read_file(dir / "d.raw") == expected);
+    CHECK(read_bytes(dir / "d.raw") == expected);
 
-    write_file(dir / "empty.raw", {});
+    write_bytes(dir / "empty.raw", {});
     CHECK(open_error("path=" + dir / "empty.raw") == "disk '" + dir / "empty.raw" + "': the file is empty");
     CHECK(open_error("path=" + dir / "missing.raw") ==
           "disk '" + dir / "missing.raw" + "': No such file or directory");
@@ -212,15 +94,15 @@ TEST_CASE("raw: one extent per request, read-only refuses writes, discard and wr
 }
 
 TEST_CASE("qcow2: images written by qemu-io read back exactly, through a chain raw <- qcow2 <- qcow2") {
-    Dir dir;
+    ScratchDir dir;
     const std::string base = dir / "base.raw", mid = dir / "mid.qcow2", top = dir / "top.qcow2";
-    write_file(base, random_bytes(4 << 20, 2));
+    write_bytes(base, random_bytes(4 << 20, 2));
     tool_ok("qemu-img create -q -f qcow2 -F raw -b " + base + " " + mid);
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x11 0 64k' -c 'write -P 0x22 100k 3k' -c 'write -z 1m 128k' " + mid);
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=4096 -F qcow2 -b mid.qcow2 " + top); // relative name
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x33 60k 8k' -c 'write -P 0x44 3m 4k' " + top);
     tool_ok("qemu-img convert -O raw " + top + " " + dir / "expected.raw");
-    const auto expected = read_file(dir / "expected.raw");
+    const auto expected = read_bytes(dir / "expected.raw");
     auto img = open_ok("path=" + top + ",readonly=on");
     CHECK(std::string(img->format()) == "qcow2");
     CHECK(img->describe() == "qcow2 '" + top + "' over qcow2 '" + dir / "mid.qcow2" + "' over raw '" + base + "'");
@@ -231,10 +113,10 @@ TEST_CASE("qcow2: images written by qemu-io read back exactly, through a chain r
 }
 
 TEST_CASE("qcow2: writes into a child keep the base untouched - qemu-img check is clean and compare exact") {
-    Dir dir;
+    ScratchDir dir;
     const std::string base = dir / "base.raw", child = dir / "child.qcow2";
     const auto data = random_bytes(8 << 20, 3);
-    write_file(base, data);
+    write_bytes(base, data);
     for (const char* how : {"kiln", "qemu-img"}) {
         CAPTURE(how);
         fs::remove(child);
@@ -261,15 +143,15 @@ TEST_CASE("qcow2: writes into a child keep the base untouched - qemu-img check i
             }
             CHECK(read_via(*img, 0, img->size()) == expected);
         }
-        CHECK(read_file(base) == data);
+        CHECK(read_bytes(base) == data);
         tool_ok("qemu-img check " + child);
-        write_file(dir / "expected.raw", expected);
+        write_bytes(dir / "expected.raw", expected);
         tool_ok("qemu-img compare -f qcow2 -F raw " + child + " " + dir / "expected.raw");
     }
 }
 
 TEST_CASE("qcow2: thousands of small clusters grow the refcount table - qemu-img finds no leak") {
-    Dir dir;
+    ScratchDir dir;
     const std::string img_path = dir / "small.qcow2";
     REQUIRE(create_image({img_path, "", Format::Auto, uint64_t(16) << 20, 9})); // 512-byte clusters
     std::vector<uint8_t> expected(16 << 20, 0);
@@ -290,12 +172,12 @@ TEST_CASE("qcow2: thousands of small clusters grow the refcount table - qemu-img
     CHECK_MESSAGE(r.status == 0, r.out);
     CHECK(r.out.find("No errors were found") != std::string::npos);
     CHECK(r.out.find("leaked") == std::string::npos);
-    write_file(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + img_path + " " + dir / "expected.raw");
 }
 
 TEST_CASE("qcow2: a 1 TiB child costs what a 1 GiB one does") {
-    Dir dir;
+    ScratchDir dir;
     for (const char* size : {"1G", "1T"}) {
         const std::string base = dir / (std::string("base-") + size + ".qcow2");
         tool_ok("qemu-img create -q -f qcow2 " + base + " " + size);
@@ -307,14 +189,14 @@ TEST_CASE("qcow2: a 1 TiB child costs what a 1 GiB one does") {
 }
 
 TEST_CASE("qcow2: broken, encrypted, compressed and dirty images give one clear error and stay unchanged") {
-    Dir dir;
+    ScratchDir dir;
     const std::string good = dir / "good.qcow2";
     tool_ok("qemu-img create -q -f qcow2 " + good + " 4M");
-    const auto pristine = read_file(good);
+    const auto pristine = read_bytes(good);
     auto patched = [&](const std::string& name, size_t at, std::vector<uint8_t> bytes) {
         auto d = pristine;
         std::copy(bytes.begin(), bytes.end(), d.begin() + static_cast<long>(at));
-        write_file(dir / name, d);
+        write_bytes(dir / name, d);
         return dir / name;
     };
     struct Case {
@@ -330,13 +212,13 @@ TEST_CASE("qcow2: broken, encrypted, compressed and dirty images give one clear 
     };
     for (const auto& c : cases) {
         CAPTURE(c.path);
-        const auto before = read_file(c.path);
+        const auto before = read_bytes(c.path);
         const auto e = open_error("path=" + c.path);
         CHECK_MESSAGE(e.find(c.message) != std::string::npos, e);
         CHECK(e.starts_with("disk '" + c.path + "'"));
-        CHECK(read_file(c.path) == before);
+        CHECK(read_bytes(c.path) == before);
     }
-    write_file(dir / "short.qcow2", std::vector<uint8_t>(pristine.begin(), pristine.begin() + 40));
+    write_bytes(dir / "short.qcow2", std::vector<uint8_t>(pristine.begin(), pristine.begin() + 40));
     CHECK(open_error("path=" + dir / "short.qcow2").find("shorter than a qcow2 header") != std::string::npos);
 
     // Dirty: readable, not writable.
@@ -345,7 +227,7 @@ TEST_CASE("qcow2: broken, encrypted, compressed and dirty images give one clear 
     CHECK(open_disk(*parse_disk_spec("path=" + dirty + ",readonly=on")));
 
     // Compressed clusters: the error comes with the read that meets one.
-    write_file(dir / "plain.raw", std::vector<uint8_t>(1 << 20, 0x42));
+    write_bytes(dir / "plain.raw", std::vector<uint8_t>(1 << 20, 0x42));
     tool_ok("qemu-img convert -q -c -O qcow2 " + dir / "plain.raw" + " " + dir / "comp.qcow2");
     auto img = open_ok("path=" + dir / "comp.qcow2" + ",readonly=on");
     Extent ex[4];
@@ -361,10 +243,10 @@ TEST_CASE("qcow2: broken, encrypted, compressed and dirty images give one clear 
 }
 
 TEST_CASE("snapshot=on and scratch: writes land in an unlinked file - the base is bit-identical") {
-    Dir dir, tmp;
+    ScratchDir dir, tmp;
     const std::string base = dir / "base.raw";
     const auto data = random_bytes(4 << 20, 5);
-    write_file(base, data);
+    write_bytes(base, data);
     struct TmpdirGuard {
         explicit TmpdirGuard(const char* dir) { ::setenv("TMPDIR", dir, 1); }
         ~TmpdirGuard() { ::unsetenv("TMPDIR"); }
@@ -378,7 +260,7 @@ TEST_CASE("snapshot=on and scratch: writes land in an unlinked file - the base i
         std::fill_n(expected.begin() + 4608, 70000 - 70000 % 512, 0x77);
         CHECK(read_via(*img, 0, img->size()) == expected);
         CHECK(fs::is_empty(tmp.path)); // O_TMPFILE: never a name
-        CHECK(read_file(base) == data);
+        CHECK(read_bytes(base) == data);
     }
     auto scratch = open_ok("scratch=64M");
     CHECK(scratch->size() == 64u << 20);
@@ -389,9 +271,9 @@ TEST_CASE("snapshot=on and scratch: writes land in an unlinked file - the base i
 }
 
 TEST_CASE("locks: one writer per image, any number of readers, and QEMU sees Kiln's locks (and the reverse)") {
-    Dir dir;
+    ScratchDir dir;
     const std::string img_path = dir / "d.raw";
-    write_file(img_path, random_bytes(1 << 20, 6));
+    write_bytes(img_path, random_bytes(1 << 20, 6));
     {
         auto writer = open_ok("path=" + img_path);
         CHECK(open_error("path=" + img_path) ==

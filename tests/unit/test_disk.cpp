@@ -25,30 +25,14 @@
 #include <vector>
 
 #include "devices/block/disk.hpp"
-#include "test_firmware_acpi_tools.hpp"
+#include "test_disk_tools.hpp"
 
 using namespace kiln;
 using namespace kiln::block;
-using kiln::test::run_tool;
+using namespace kiln::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct DiskDir {
-    fs::path path;
-    DiskDir() {
-        char tmpl[] = "/tmp/kiln-disk-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~DiskDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    DiskDir(const DiskDir&) = delete;
-    DiskDir& operator=(const DiskDir&) = delete;
-    [[nodiscard]] std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // $TMPDIR pointed at a private directory for the scope: where overlays and scratch
 // files would appear if they ever had a name.
@@ -74,88 +58,14 @@ void put_file(const std::string& p, size_t size, uint8_t seed) {
     REQUIRE(f.good());
 }
 
-std::string contents(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-void sh_ok(const std::string& cmd) {
-    auto r = run_tool(cmd);
-    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.out);
-}
-
-std::unique_ptr<DiskImage> opened(const std::string& spec) {
-    auto s = parse_disk_spec(spec);
-    REQUIRE_MESSAGE(s, s.error().message());
-    auto d = open_disk(*s);
-    REQUIRE_MESSAGE(d, d.error().message());
-    return std::move(*d);
-}
-
-std::string refused(const std::string& spec) {
-    auto s = parse_disk_spec(spec);
-    REQUIRE_MESSAGE(s, s.error().message());
-    auto d = open_disk(*s);
-    REQUIRE_FALSE(d);
-    return d.error().message();
-}
-
-std::string bad_spec(const std::string& spec) {
-    auto s = parse_disk_spec(spec);
-    REQUIRE_FALSE(s);
-    return s.error().message();
-}
-
-// A page-aligned buffer: cache=none (O_DIRECT) needs one, as guest memory is.
-struct Aligned {
-    explicit Aligned(size_t n) : size(n), p(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) & ~size_t{4095}))) {}
-    ~Aligned() { std::free(p); }
-    Aligned(const Aligned&) = delete;
-    Aligned& operator=(const Aligned&) = delete;
-    size_t size;
-    uint8_t* p;
-};
-
-// One request through the extents, as a queue worker does it.
+// One request through the extents, as a queue worker does it (read_via/write_via).
 std::string read_at(DiskImage& img, uint64_t off, size_t len) {
-    Aligned buf(len);
-    uint64_t pos = 0;
-    while (pos < len) {
-        Extent ex[8];
-        auto m = img.map_read(off + pos, len - pos, ex);
-        REQUIRE_MESSAGE(m, m.error().message());
-        REQUIRE(m->covered > 0);
-        uint64_t at = pos;
-        for (size_t i = 0; i < m->count; ++i) {
-            if (ex[i].kind == Extent::Kind::Zero) std::fill_n(buf.p + at, ex[i].length, 0);
-            else
-                REQUIRE(::pread(ex[i].fd, buf.p + at, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==
-                        static_cast<ssize_t>(ex[i].length));
-            at += ex[i].length;
-        }
-        pos += m->covered;
-    }
-    return {reinterpret_cast<char*>(buf.p), len};
+    const auto v = read_via(img, off, len, 8);
+    return {v.begin(), v.end()};
 }
 
 void write_at(DiskImage& img, uint64_t off, size_t len, uint8_t byte) {
-    Aligned buf(len);
-    std::fill_n(buf.p, len, byte);
-    uint64_t pos = 0;
-    while (pos < len) {
-        Extent ex[8];
-        auto m = img.map_write(off + pos, len - pos, ex);
-        REQUIRE_MESSAGE(m, m.error().message());
-        REQUIRE(m->covered > 0);
-        uint64_t at = pos;
-        for (size_t i = 0; i < m->count; ++i) {
-            REQUIRE(ex[i].kind == Extent::Kind::Data);
-            REQUIRE(::pwrite(ex[i].fd, buf.p + at, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==
-                    static_cast<ssize_t>(ex[i].length));
-            at += ex[i].length;
-        }
-        pos += m->covered;
-    }
+    write_via(img, off, std::vector<uint8_t>(len, byte));
 }
 
 // How many OFD locks /proc/locks lists on the file at `path`.
@@ -252,52 +162,52 @@ TEST_CASE("disk spec: sizes, limits and the forms a scratch disk allows") {
     REQUIRE_MESSAGE(sc, sc.error().message());
     CHECK(sc->cache == Cache::None);
 
-    CHECK(bad_spec("path=a,queues=x") == "disk spec 'path=a,queues=x': queues must be a number from 1 to 16, not 'x'");
-    CHECK(bad_spec("path=a,queues=2x").find("1 to 16, not '2x'") != std::string::npos);
-    CHECK(bad_spec("path=a,queues=") == "disk spec 'path=a,queues=': queues needs a value");
-    CHECK(bad_spec("path=a,snapshot=maybe") ==
+    CHECK(spec_error("path=a,queues=x") == "disk spec 'path=a,queues=x': queues must be a number from 1 to 16, not 'x'");
+    CHECK(spec_error("path=a,queues=2x").find("1 to 16, not '2x'") != std::string::npos);
+    CHECK(spec_error("path=a,queues=") == "disk spec 'path=a,queues=': queues needs a value");
+    CHECK(spec_error("path=a,snapshot=maybe") ==
           "disk spec 'path=a,snapshot=maybe': snapshot must be on or off, not 'maybe'");
-    CHECK(bad_spec("path=a,readonly=on,readonly=off") == "disk spec 'path=a,readonly=on,readonly=off': readonly is given twice");
-    CHECK(bad_spec("scratch=0").find("scratch") != std::string::npos);
-    CHECK(bad_spec("scratch=1G,format=raw") == "disk spec 'scratch=1G,format=raw': a scratch disk takes no format");
-    CHECK(bad_spec("scratch=1G,readonly=on") == "disk spec 'scratch=1G,readonly=on': a scratch disk takes no readonly");
-    CHECK(bad_spec("scratch=1G,snapshot=on") == "disk spec 'scratch=1G,snapshot=on': a scratch disk takes no snapshot");
-    CHECK(bad_spec("scratch=99999999999T").find("too large") != std::string::npos);
-    CHECK(bad_spec("path=a,Path=b").find("unknown key 'Path'") != std::string::npos);
-    CHECK(bad_spec("path=a,serial=\x01").find("printable") != std::string::npos);
-    CHECK_FALSE(bad_spec("").empty()); // one line, no crash
-    CHECK_FALSE(bad_spec("=").empty());
-    CHECK_FALSE(bad_spec(",").empty());
+    CHECK(spec_error("path=a,readonly=on,readonly=off") == "disk spec 'path=a,readonly=on,readonly=off': readonly is given twice");
+    CHECK(spec_error("scratch=0").find("scratch") != std::string::npos);
+    CHECK(spec_error("scratch=1G,format=raw") == "disk spec 'scratch=1G,format=raw': a scratch disk takes no format");
+    CHECK(spec_error("scratch=1G,readonly=on") == "disk spec 'scratch=1G,readonly=on': a scratch disk takes no readonly");
+    CHECK(spec_error("scratch=1G,snapshot=on") == "disk spec 'scratch=1G,snapshot=on': a scratch disk takes no snapshot");
+    CHECK(spec_error("scratch=99999999999T").find("too large") != std::string::npos);
+    CHECK(spec_error("path=a,Path=b").find("unknown key 'Path'") != std::string::npos);
+    CHECK(spec_error("path=a,serial=\x01").find("printable") != std::string::npos);
+    CHECK_FALSE(spec_error("").empty()); // one line, no crash
+    CHECK_FALSE(spec_error("=").empty());
+    CHECK_FALSE(spec_error(",").empty());
     // Every message is one line that quotes the whole spec.
     for (const char* s : {"path=a,cache=maybe", "path=a,x=1", "scratch=7", "path=a,,b"}) {
         CAPTURE(s);
-        const auto e = bad_spec(s);
+        const auto e = spec_error(s);
         CHECK(e.starts_with(std::string("disk spec '") + s + "': "));
         CHECK(e.find('\n') == std::string::npos);
     }
 }
 
 TEST_CASE("disk: the format is probed - format=raw on a qcow2 file is obeyed, format=qcow2 on a raw one is not") {
-    DiskDir dir;
+    ScratchDir dir;
     const auto q = dir / "q.qcow2";
-    sh_ok("qemu-img create -q -f qcow2 " + q + " 3M");
+    tool_ok("qemu-img create -q -f qcow2 " + q + " 3M");
     {
-        auto img = opened("path=" + q);
+        auto img = open_ok("path=" + q);
         CHECK(std::string(img->format()) == "qcow2");
         CHECK(img->size() == (3u << 20));
     }
     {
         // The user said raw: the guest sees the qcow2 file's bytes (its magic first).
-        auto img = opened("path=" + q + ",format=raw,readonly=on");
+        auto img = open_ok("path=" + q + ",format=raw,readonly=on");
         CHECK(std::string(img->format()) == "raw");
         CHECK(img->size() == fs::file_size(q) / 512 * 512);
         CHECK(read_at(*img, 0, 512).substr(0, 4) == "QFI\xfb");
     }
     const auto r = dir / "r.raw";
     put_file(r, 1 << 20, 1);
-    const auto before = contents(r);
-    CHECK(refused("path=" + r + ",format=qcow2") == "disk '" + r + "' is not a qcow2 image (format=qcow2)");
-    CHECK(contents(r) == before);
+    const auto before = read_text(r);
+    CHECK(open_error("path=" + r + ",format=qcow2") == "disk '" + r + "' is not a qcow2 image (format=qcow2)");
+    CHECK(read_text(r) == before);
     // A raw image that merely starts with the qcow2 magic still probes as qcow2 and is
     // then refused by the header checks, without a byte written.
     const auto fake = dir / "fake.raw";
@@ -306,70 +216,70 @@ TEST_CASE("disk: the format is probed - format=raw on a qcow2 file is obeyed, fo
         std::fstream f(fake, std::ios::in | std::ios::out | std::ios::binary);
         f.write("QFI\xfb", 4);
     }
-    const auto fake_before = contents(fake);
-    const auto e = refused("path=" + fake);
+    const auto fake_before = read_text(fake);
+    const auto e = open_error("path=" + fake);
     CHECK(e.starts_with("disk '" + fake + "'"));
     CHECK(e.find('\n') == std::string::npos);
-    CHECK(contents(fake) == fake_before);
+    CHECK(read_text(fake) == fake_before);
 }
 
 TEST_CASE("disk: backing chains resolve names against the image's directory - errors name both files") {
-    DiskDir dir;
+    ScratchDir dir;
     fs::create_directories(dir.path / "sub");
     const auto base = dir / "sub/base.raw", child = dir / "sub/child.qcow2";
     put_file(base, 2 << 20, 3);
-    sh_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + child); // relative name, as QEMU writes it
-    sh_ok("qemu-io -f qcow2 -c 'write -P 0x5a 1m 4k' " + child);
+    tool_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + child); // relative name, as QEMU writes it
+    tool_ok("qemu-io -f qcow2 -c 'write -P 0x5a 1m 4k' " + child);
     {
         // The working directory is not the images': the name must resolve against sub/.
-        auto img = opened("path=" + child + ",readonly=on");
+        auto img = open_ok("path=" + child + ",readonly=on");
         CHECK(img->describe().find("raw '" + base + "'") != std::string::npos);
-        CHECK(read_at(*img, 0, 4096) == contents(base).substr(0, 4096));
+        CHECK(read_at(*img, 0, 4096) == read_text(base).substr(0, 4096));
         CHECK(read_at(*img, 1 << 20, 4096) == std::string(4096, '\x5a'));
     }
 
     // The backing file is gone: the message names the child, the name and where it looked.
     fs::rename(base, dir / "elsewhere.raw");
-    const auto child_before = contents(child);
-    const auto e = refused("path=" + child);
+    const auto child_before = read_text(child);
+    const auto e = open_error("path=" + child);
     CAPTURE(e);
     CHECK(e.starts_with("disk '" + child + "'"));
     CHECK(e.find("base.raw") != std::string::npos);
     CHECK(e.find(base) != std::string::npos); // the resolved path
     CHECK(e.ends_with("No such file or directory"));
     CHECK(e.find('\n') == std::string::npos);
-    CHECK(contents(child) == child_before); // writable open, nothing written
+    CHECK(read_text(child) == child_before); // writable open, nothing written
 
     // The header says the backing file is qcow2, but it is raw.
     fs::rename(dir / "elsewhere.raw", base);
     const auto liar = dir / "sub/liar.qcow2";
-    sh_ok("qemu-img create -q -f qcow2 -u -F qcow2 -b base.raw " + liar + " 2M");
-    const auto liar_before = contents(liar);
-    const auto le = refused("path=" + liar);
+    tool_ok("qemu-img create -q -f qcow2 -u -F qcow2 -b base.raw " + liar + " 2M");
+    const auto liar_before = read_text(liar);
+    const auto le = open_error("path=" + liar);
     CHECK_MESSAGE(le.find("not a qcow2 image") != std::string::npos, le);
-    CHECK(contents(liar) == liar_before);
+    CHECK(read_text(liar) == liar_before);
 
     // A chain that loops (an image that is its own backing file) ends at the depth limit.
     const auto loop = dir / "loop.qcow2";
     // qemu-img will not name the image itself: create it under another name, then rename.
-    sh_ok("qemu-img create -q -f qcow2 -u -F qcow2 -b loop.qcow2 " + dir / "tmp.qcow2" + " 1M");
+    tool_ok("qemu-img create -q -f qcow2 -u -F qcow2 -b loop.qcow2 " + dir / "tmp.qcow2" + " 1M");
     fs::rename(dir / "tmp.qcow2", loop);
-    const auto loop_before = contents(loop);
-    const auto lo = refused("path=" + loop + ",readonly=on");
+    const auto loop_before = read_text(loop);
+    const auto lo = open_error("path=" + loop + ",readonly=on");
     CHECK_MESSAGE((lo.find("deeper than 16") != std::string::npos || lo.find("loops") != std::string::npos), lo);
-    CHECK(contents(loop) == loop_before);
+    CHECK(read_text(loop) == loop_before);
 }
 
 TEST_CASE("disk: snapshot=on over a qcow2 chain leaves every file bit-identical, even after kill -9") {
-    DiskDir dir, tmp;
+    ScratchDir dir, tmp;
     TmpdirScope scope(tmp.path.string());
     const auto base = dir / "base.raw", child = dir / "child.qcow2";
     put_file(base, 4 << 20, 4);
-    sh_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + child);
-    sh_ok("qemu-io -f qcow2 -c 'write -P 0x61 64k 64k' " + child);
-    const auto base_before = contents(base), child_before = contents(child);
+    tool_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + child);
+    tool_ok("qemu-io -f qcow2 -c 'write -P 0x61 64k 64k' " + child);
+    const auto base_before = read_text(base), child_before = read_text(child);
     {
-        auto img = opened("path=" + child + ",snapshot=on");
+        auto img = open_ok("path=" + child + ",snapshot=on");
         CHECK_FALSE(img->read_only());
         CHECK(std::string(img->format()) == "qcow2");
         CHECK(img->size() == (4u << 20));
@@ -379,9 +289,9 @@ TEST_CASE("disk: snapshot=on over a qcow2 chain leaves every file bit-identical,
         CHECK(read_at(*img, 2 << 20, 4096) == base_before.substr(2 << 20, 4096));
         CHECK(fs::is_empty(tmp.path));
     }
-    CHECK(contents(base) == base_before);
-    CHECK(contents(child) == child_before);
-    sh_ok("qemu-img check -q " + child);
+    CHECK(read_text(base) == base_before);
+    CHECK(read_text(child) == child_before);
+    tool_ok("qemu-img check -q " + child);
 
     // However the process ends, no overlay file is left behind.
     const pid_t pid = ::fork();
@@ -401,16 +311,16 @@ TEST_CASE("disk: snapshot=on over a qcow2 chain leaves every file bit-identical,
     REQUIRE(::waitpid(pid, &st, 0) == pid);
     CHECK(WIFSIGNALED(st));
     CHECK(fs::is_empty(tmp.path));
-    CHECK(contents(base) == base_before);
-    CHECK(contents(child) == child_before);
+    CHECK(read_text(base) == base_before);
+    CHECK(read_text(child) == child_before);
 }
 
 TEST_CASE("disk: scratch disks are sparse, zero-filled and nameless, with or without cache=none") {
-    DiskDir tmp;
+    ScratchDir tmp;
     TmpdirScope scope(tmp.path.string());
     for (const char* cache : {"writeback", "none"}) {
         CAPTURE(cache);
-        auto img = opened(std::string("scratch=1T,cache=") + cache);
+        auto img = open_ok(std::string("scratch=1T,cache=") + cache);
         CHECK(img->size() == (uint64_t{1} << 40));
         CHECK_FALSE(img->read_only());
         CHECK(img->alignment() % 512 == 0);
@@ -426,7 +336,7 @@ TEST_CASE("disk: scratch disks are sparse, zero-filled and nameless, with or wit
     // tmpfs has no O_DIRECT: cache=none still gets a working scratch disk there.
     struct statfs fs_info{};
     if (::statfs("/dev/shm", &fs_info) == 0 && static_cast<unsigned long>(fs_info.f_type) == TMPFS_MAGIC) {
-        DiskDir shm_holder;
+        ScratchDir shm_holder;
         char tmpl[] = "/dev/shm/kiln-disk-XXXXXX";
         REQUIRE(::mkdtemp(tmpl));
         struct Cleanup {
@@ -437,7 +347,7 @@ TEST_CASE("disk: scratch disks are sparse, zero-filled and nameless, with or wit
             }
         } cleanup{tmpl};
         TmpdirScope on_tmpfs(tmpl);
-        auto img = opened("scratch=16M,cache=none");
+        auto img = open_ok("scratch=16M,cache=none");
         write_at(*img, 4096, 4096, 0x44);
         CHECK(read_at(*img, 4096, 4096) == std::string(4096, '\x44'));
         CHECK(fs::is_empty(tmpl));
@@ -445,13 +355,13 @@ TEST_CASE("disk: scratch disks are sparse, zero-filled and nameless, with or wit
 }
 
 TEST_CASE("disk: cache=none reads and writes a qcow2 chain through O_DIRECT") {
-    DiskDir dir;
+    ScratchDir dir;
     const auto base = dir / "base.raw", child = dir / "child.qcow2";
     put_file(base, 2 << 20, 5);
-    sh_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + child);
-    const auto base_before = contents(base);
+    tool_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + child);
+    const auto base_before = read_text(base);
     {
-        auto img = opened("path=" + child + ",cache=none");
+        auto img = open_ok("path=" + child + ",cache=none");
         CHECK(img->alignment() >= 512);
         CHECK((::fcntl(img->top_fd(), F_GETFL) & O_DIRECT) != 0);
         write_at(*img, 1 << 20, 64 << 10, 0x21);
@@ -459,10 +369,10 @@ TEST_CASE("disk: cache=none reads and writes a qcow2 chain through O_DIRECT") {
         CHECK(read_at(*img, 1 << 20, 64 << 10) == std::string(64 << 10, '\x21'));
         REQUIRE(img->flush_metadata());
     }
-    sh_ok("qemu-img check -q " + child);
+    tool_ok("qemu-img check -q " + child);
     auto r = run_tool("qemu-io -r -f qcow2 -c 'read -P 0x21 1m 64k' " + child);
     CHECK_MESSAGE(r.out.find("Pattern verification failed") == std::string::npos, r.out);
-    CHECK(contents(base) == base_before);
+    CHECK(read_text(base) == base_before);
 }
 
 TEST_CASE("disk locks: QEMU VMs and Kiln keep each other from writing an image - readers coexist") {
@@ -470,38 +380,38 @@ TEST_CASE("disk locks: QEMU VMs and Kiln keep each other from writing an image -
         MESSAGE("skipped: qemu-system-x86_64 or qemu-io missing");
         return;
     }
-    DiskDir dir;
+    ScratchDir dir;
     const auto img = dir / "shared.raw";
     put_file(img, 1 << 20, 6);
 
     SUBCASE("a QEMU VM writing the image keeps Kiln out, for writing and for reading") {
         QemuPeer vm(qemu_vm(img, "raw", false));
         REQUIRE(vm.holds(img, 2));
-        CHECK(refused("path=" + img).find("refusing to open it for writing") != std::string::npos);
-        CHECK(refused("path=" + img + ",readonly=on").find("refusing to open it for reading") != std::string::npos);
-        CHECK(refused("path=" + img + ",snapshot=on").find("locked by another process") != std::string::npos);
+        CHECK(open_error("path=" + img).find("refusing to open it for writing") != std::string::npos);
+        CHECK(open_error("path=" + img + ",readonly=on").find("refusing to open it for reading") != std::string::npos);
+        CHECK(open_error("path=" + img + ",snapshot=on").find("locked by another process") != std::string::npos);
     }
     SUBCASE("a QEMU VM reading the image keeps Kiln writers out, not Kiln readers") {
         QemuPeer vm(qemu_vm(img, "raw", true));
         REQUIRE(vm.holds(img, 2));
-        const auto e = refused("path=" + img);
+        const auto e = open_error("path=" + img);
         CHECK(e.starts_with("disk '" + img + "'"));
         CHECK(e.find("refusing to open it for writing") != std::string::npos);
-        auto r1 = opened("path=" + img + ",readonly=on");
-        auto r2 = opened("path=" + img + ",snapshot=on");
+        auto r1 = open_ok("path=" + img + ",readonly=on");
+        auto r2 = open_ok("path=" + img + ",snapshot=on");
     }
     SUBCASE("a QEMU VM running an overlay keeps Kiln from writing its backing file") {
         const auto overlay = dir / "overlay.qcow2";
-        sh_ok("qemu-img create -q -f qcow2 -F raw -b shared.raw " + overlay);
+        tool_ok("qemu-img create -q -f qcow2 -F raw -b shared.raw " + overlay);
         QemuPeer vm(qemu_vm(overlay, "qcow2", false));
         REQUIRE(vm.holds(img, 1));
-        CHECK(refused("path=" + img).find("refusing to open it for writing") != std::string::npos);
-        CHECK(opened("path=" + img + ",readonly=on") != nullptr);
-        CHECK(refused("path=" + overlay + ",readonly=on").find("locked by another process") != std::string::npos);
+        CHECK(open_error("path=" + img).find("refusing to open it for writing") != std::string::npos);
+        CHECK(open_ok("path=" + img + ",readonly=on") != nullptr);
+        CHECK(open_error("path=" + overlay + ",readonly=on").find("locked by another process") != std::string::npos);
     }
     SUBCASE("Kiln writing the image keeps QEMU out; the lock goes with the image") {
         {
-            auto w = opened("path=" + img);
+            auto w = open_ok("path=" + img);
             auto q = run_tool("qemu-io -f raw -c 'write 0 512' " + img);
             CHECK(q.status != 0);
             CHECK_MESSAGE(q.out.find("Failed to get \"write\" lock") != std::string::npos, q.out);
@@ -511,12 +421,12 @@ TEST_CASE("disk locks: QEMU VMs and Kiln keep each other from writing an image -
             CHECK(vm.status != 0);
             CHECK_MESSAGE(vm.out.find("lock") != std::string::npos, vm.out);
         }
-        sh_ok("qemu-io -f raw -c 'write -P 0x11 0 512' " + img); // released
+        tool_ok("qemu-io -f raw -c 'write -P 0x11 0 512' " + img); // released
     }
     SUBCASE("Kiln reading the image (or a chain) keeps QEMU writers out, not QEMU readers") {
         const auto child = dir / "child.qcow2";
-        sh_ok("qemu-img create -q -f qcow2 -F raw -b shared.raw " + child);
-        auto r = opened("path=" + child); // writes child, reads shared.raw
+        tool_ok("qemu-img create -q -f qcow2 -F raw -b shared.raw " + child);
+        auto r = open_ok("path=" + child); // writes child, reads shared.raw
         auto w_base = run_tool("qemu-io -f raw -c 'write 0 512' " + img);
         CHECK(w_base.status != 0);
         CHECK_MESSAGE(w_base.out.find("Failed to get \"write\" lock") != std::string::npos, w_base.out);
@@ -530,7 +440,7 @@ TEST_CASE("disk locks: QEMU VMs and Kiln keep each other from writing an image -
 }
 
 TEST_CASE("disk create: a qcow2 child of a backing file, and nothing left behind when it cannot be made") {
-    DiskDir dir;
+    ScratchDir dir;
     const auto base = dir / "base.raw";
     put_file(base, 3 << 20, 7);
     const auto child = dir / "child.qcow2";
@@ -541,15 +451,15 @@ TEST_CASE("disk create: a qcow2 child of a backing file, and nothing left behind
     CHECK(info.out.find("\"backing-filename-format\": \"raw\"") != std::string::npos);
     CHECK(info.out.find("\"virtual-size\": 3145728") != std::string::npos);
     CHECK(info.out.find("\"cluster-size\": 65536") != std::string::npos);
-    sh_ok("qemu-img check -q " + child);
-    sh_ok("qemu-img compare -q " + base + " " + child);
+    tool_ok("qemu-img check -q " + child);
+    tool_ok("qemu-img compare -q " + base + " " + child);
 
     // The child exists: refused, and left as it was.
-    const auto before = contents(child);
+    const auto before = read_text(child);
     auto again = create_image({child, "base.raw", Format::Auto, std::nullopt, 16});
     REQUIRE_FALSE(again);
     CHECK(again.error().message().find("File exists") != std::string::npos);
-    CHECK(contents(child) == before);
+    CHECK(read_text(child) == before);
 
     // A size of its own, and another cluster size.
     const auto big = dir / "big.qcow2";
@@ -558,7 +468,7 @@ TEST_CASE("disk create: a qcow2 child of a backing file, and nothing left behind
     CHECK(info.out.find("\"virtual-size\": 8388608") != std::string::npos);
     CHECK(info.out.find("\"cluster-size\": 4096") != std::string::npos);
     CHECK(info.out.find("\"backing-filename-format\": \"qcow2\"") != std::string::npos);
-    sh_ok("qemu-img check -q " + big);
+    tool_ok("qemu-img check -q " + big);
 
     // No backing and no size; a missing backing file; a backing file that is not what the
     // user said: an error each, and no file.
@@ -580,8 +490,8 @@ TEST_CASE("disk create: a qcow2 child of a backing file, and nothing left behind
     // Without a backing file.
     const auto plain = dir / "plain.qcow2";
     REQUIRE(create_image({plain, "", Format::Auto, uint64_t{1} << 30, 16}));
-    sh_ok("qemu-img check -q " + plain);
-    auto img = opened("path=" + plain);
+    tool_ok("qemu-img check -q " + plain);
+    auto img = open_ok("path=" + plain);
     CHECK(img->size() == (uint64_t{1} << 30));
     CHECK(read_at(*img, 0, 4096) == std::string(4096, '\0'));
 }
@@ -619,10 +529,10 @@ std::string show(const std::set<int>& s) {
 // (a raw image in use stays resizable by `qemu-img resize`, as under QEMU).
 TEST_CASE("disk locks: Kiln holds exactly the bytes a QEMU 7.2 VM holds") {
     if (!have_qemu()) return;
-    DiskDir dir;
+    ScratchDir dir;
     const auto raw = dir / "d.raw", top = dir / "top.qcow2";
     put_file(raw, 1 << 20, 8);
-    sh_ok("qemu-img create -q -f qcow2 -F raw -b d.raw " + top);
+    tool_ok("qemu-img create -q -f qcow2 -F raw -b d.raw " + top);
     struct Case {
         std::string kiln_spec, qemu_file, format;
         bool read_only;
@@ -642,7 +552,7 @@ TEST_CASE("disk locks: Kiln holds exactly the bytes a QEMU 7.2 VM holds") {
             q_top = lock_bytes(c.qemu_file);
             q_base = lock_bytes(raw);
         }
-        auto img = opened(c.kiln_spec);
+        auto img = open_ok(c.kiln_spec);
         CHECK_MESSAGE(show(lock_bytes(c.qemu_file)) == show(q_top), "QEMU: " << show(q_top));
         if (c.qemu_file != raw) CHECK_MESSAGE(show(lock_bytes(raw)) == show(q_base), "QEMU: " << show(q_base));
     }
@@ -651,23 +561,23 @@ TEST_CASE("disk locks: Kiln holds exactly the bytes a QEMU 7.2 VM holds") {
 // The messages as specified: one short line naming the image, the backing name as
 // written and the absolute path it resolved to.
 TEST_CASE("disk: backing-chain errors are one short line with the resolved path") {
-    DiskDir dir;
+    ScratchDir dir;
     const auto child = dir / "child.qcow2";
-    sh_ok("qemu-img create -q -f qcow2 -u -F raw -b base.img " + child + " 1M");
-    CHECK(refused("path=" + child) == "disk '" + child + "': backing file 'base.img' (resolved to '" +
+    tool_ok("qemu-img create -q -f qcow2 -u -F raw -b base.img " + child + " 1M");
+    CHECK(open_error("path=" + child) == "disk '" + child + "': backing file 'base.img' (resolved to '" +
                                           dir / "base.img" + "'): No such file or directory");
     // Opened by a relative path from another directory: the resolved path is still absolute.
     const auto cwd = fs::current_path();
     fs::current_path(dir.path.parent_path());
     const std::string rel = dir.path.filename().string() + "/child.qcow2";
-    const auto e = refused("path=" + rel);
+    const auto e = open_error("path=" + rel);
     fs::current_path(cwd);
     CHECK_MESSAGE(e.find("(resolved to '" + dir / "base.img" + "')") != std::string::npos, e);
 
     const auto loop = dir / "loop.qcow2";
-    sh_ok("qemu-img create -q -f qcow2 -u -F qcow2 -b loop.qcow2 " + dir / "tmp.qcow2" + " 1M");
+    tool_ok("qemu-img create -q -f qcow2 -u -F qcow2 -b loop.qcow2 " + dir / "tmp.qcow2" + " 1M");
     fs::rename(dir / "tmp.qcow2", loop);
-    const auto lo = refused("path=" + loop + ",readonly=on");
+    const auto lo = open_error("path=" + loop + ",readonly=on");
     CHECK_MESSAGE(lo.size() < 300, lo); // a loop is named once, not 16 times
     CHECK(lo.find("loops") != std::string::npos);
 }

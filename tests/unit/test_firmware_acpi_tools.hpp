@@ -1,6 +1,6 @@
-// Running the format peers (iasl, dtc) from the ACPI and device-tree unit tests: a shell
-// command under timeout(1), its combined output, and a scratch directory that removes
-// itself.
+// Running the format peers (iasl, dtc, qemu-img, ...) from unit tests: a shell command
+// under timeout(1) and its combined output. Scratch directories and file helpers come
+// from tests/support/files.hpp.
 #pragma once
 
 #include <sys/wait.h>
@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 
 #include "firmware/platform.hpp"
+#include "tests/support/files.hpp"
 
 namespace kiln::test {
 
@@ -47,30 +48,11 @@ inline bool have_tool(const std::string& name) {
     return run_tool("command -v " + name + " >/dev/null").status == 0;
 }
 
-inline std::string read_text(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // Whitespace runs collapsed to one space, so a test can compare a block of output
 // without depending on indentation.
 inline std::string squeeze(const std::string& s) {
     return std::regex_replace(s, std::regex("\\s+"), " ");
 }
-
-struct ScratchDir {
-    std::filesystem::path path;
-    ScratchDir() {
-        char tmpl[] = "/tmp/kiln-firmware-test-XXXXXX";
-        if (char* p = ::mkdtemp(tmpl)) path = p;
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        if (!path.empty()) std::filesystem::remove_all(path, ec);
-    }
-    ScratchDir(const ScratchDir&) = delete;
-    ScratchDir& operator=(const ScratchDir&) = delete;
-};
 
 // Kiln's standard machine with `virtio_devices` virtio-mmio slots, named dev0, dev1, ...
 inline firmware::Platform platform_with(uint32_t cpus, uint32_t virtio_devices) {

@@ -19,51 +19,18 @@
 
 #include "devices/block/qcow2.hpp"
 #include "devices/block/raw.hpp"
-#include "test_firmware_acpi_tools.hpp"
+#include "test_disk_tools.hpp"
 
 using namespace kiln;
 using namespace kiln::block;
-using kiln::test::run_tool;
+using namespace kiln::test;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Dir {
-    fs::path path;
-    Dir() {
-        char tmpl[] = "/var/tmp/kiln-qcow2-XXXXXX"; // not tmpfs: the O_DIRECT case needs a real file system
-        REQUIRE(::mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    Dir(const Dir&) = delete;
-    Dir& operator=(const Dir&) = delete;
-    [[nodiscard]] std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+// Not tmpfs: the O_DIRECT cases need a real file system.
+constexpr const char* kDirTemplate = "/var/tmp/kiln-qcow2-XXXXXX";
 
-void tool_ok(const std::string& cmd) {
-    auto r = run_tool(cmd);
-    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.out);
-}
-
-std::vector<uint8_t> file_bytes(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-void put_bytes(const std::string& p, const std::vector<uint8_t>& d) {
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
-    REQUIRE(f.good());
-}
-std::vector<uint8_t> random_bytes(size_t n, unsigned seed) {
-    std::vector<uint8_t> v(n);
-    std::mt19937 rng(seed);
-    for (auto& b : v) b = static_cast<uint8_t>(rng());
-    return v;
-}
 
 uint64_t get_be64(const std::vector<uint8_t>& d, uint64_t at) {
     uint64_t v = 0;
@@ -79,67 +46,6 @@ void set_be32(std::vector<uint8_t>& d, uint64_t at, uint32_t v) {
 // The host offset of L2 table `l1_index` of an image's bytes (the header's L1 table).
 uint64_t l2_table_of(const std::vector<uint8_t>& d, uint64_t l1_index) {
     return get_be64(d, get_be64(d, 40) + 8 * l1_index) & 0x00fffffffffffe00ULL;
-}
-
-struct AlignedBuffer {
-    explicit AlignedBuffer(size_t n)
-        : p(static_cast<uint8_t*>(std::aligned_alloc(4096, std::max<size_t>(4096, (n + 4095) / 4096 * 4096)))) {}
-    ~AlignedBuffer() { std::free(p); }
-    AlignedBuffer(const AlignedBuffer&) = delete;
-    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-    uint8_t* p;
-};
-
-// Reads [off, off+len) through map_read as a queue worker does, checking the contract
-// on the way: extents cover exactly `covered` bytes, Data extents have a file behind.
-std::vector<uint8_t> read_via(DiskImage& img, uint64_t off, uint64_t len, size_t slots = 4) {
-    AlignedBuffer out(len);
-    std::vector<Extent> ex(slots);
-    uint64_t pos = 0;
-    while (pos < len) {
-        auto m = img.map_read(off + pos, len - pos, ex);
-        REQUIRE_MESSAGE(m, m.error().message());
-        REQUIRE(m->covered > 0);
-        REQUIRE(m->count <= slots);
-        uint64_t sum = 0;
-        for (size_t i = 0; i < m->count; ++i) {
-            uint8_t* to = out.p + pos + sum;
-            if (ex[i].kind == Extent::Kind::Zero) {
-                std::fill_n(to, ex[i].length, 0);
-            } else {
-                REQUIRE(ex[i].fd >= 0);
-                REQUIRE(::pread(ex[i].fd, to, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==
-                        static_cast<ssize_t>(ex[i].length));
-            }
-            sum += ex[i].length;
-        }
-        REQUIRE(sum == m->covered);
-        if (m->covered < len - pos) REQUIRE(m->count == slots); // short only when out is full
-        pos += m->covered;
-    }
-    return {out.p, out.p + len};
-}
-
-void write_via(DiskImage& img, uint64_t off, const std::vector<uint8_t>& bytes) {
-    AlignedBuffer buf(bytes.size());
-    std::copy(bytes.begin(), bytes.end(), buf.p);
-    uint64_t pos = 0;
-    while (pos < bytes.size()) {
-        Extent ex[4];
-        auto m = img.map_write(off + pos, bytes.size() - pos, ex);
-        REQUIRE_MESSAGE(m, m.error().message());
-        REQUIRE(m->covered > 0);
-        uint64_t at = pos;
-        for (size_t i = 0; i < m->count; ++i) {
-            REQUIRE(ex[i].kind == Extent::Kind::Data);
-            REQUIRE(ex[i].fd == img.top_fd());
-            REQUIRE(::pwrite(ex[i].fd, buf.p + at, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==
-                    static_cast<ssize_t>(ex[i].length));
-            at += ex[i].length;
-        }
-        REQUIRE(at - pos == m->covered);
-        pos += m->covered;
-    }
 }
 
 std::unique_ptr<DiskImage> open_raw_ro(const std::string& path) {
@@ -182,16 +88,16 @@ void check_clean(const std::string& path) {
     CHECK_MESSAGE(r.out.find("leak") == std::string::npos, r.out);
 }
 
-std::vector<uint8_t> convert_raw(const Dir& dir, const std::string& image) {
+std::vector<uint8_t> convert_raw(const ScratchDir& dir, const std::string& image) {
     tool_ok("qemu-img convert -O raw " + image + " " + dir / "converted.raw");
-    return file_bytes(dir / "converted.raw");
+    return read_bytes(dir / "converted.raw");
 }
 
 } // namespace
 
 TEST_CASE("qcow2 header: read_header reports what qemu-img wrote, v2 and v3, with and without backing") {
-    Dir dir;
-    put_bytes(dir / "base.raw", random_bytes(1 << 20, 1));
+    ScratchDir dir(kDirTemplate);
+    write_bytes(dir / "base.raw", random_bytes(1 << 20, 1));
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=4096 -F raw -b base.raw " + dir / "v3.qcow2");
     tool_ok("qemu-img create -q -f qcow2 -o compat=0.10 " + dir / "v2.qcow2 3M");
     auto fd = Fd::open(dir / "v3.qcow2", O_RDONLY);
@@ -223,14 +129,14 @@ TEST_CASE("qcow2 header: read_header reports what qemu-img wrote, v2 and v3, wit
 }
 
 TEST_CASE("qcow2 header: every broken field is refused by name, and nothing is written") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string good = dir / "good.qcow2";
     tool_ok("qemu-img create -q -f qcow2 -F raw -b base.raw -u " + good + " 4M");
-    const auto pristine = file_bytes(good);
+    const auto pristine = read_bytes(good);
     auto patched = [&](const std::string& name, auto&& patch) {
         auto d = pristine;
         patch(d);
-        put_bytes(dir / name, d);
+        write_bytes(dir / name, d);
         return dir / name;
     };
     struct Case {
@@ -261,7 +167,7 @@ TEST_CASE("qcow2 header: every broken field is refused by name, and nothing is w
     };
     for (const auto& c : cases) {
         CAPTURE(c.path);
-        const auto before = file_bytes(c.path);
+        const auto before = read_bytes(c.path);
         const auto e = header_error(c.path);
         CHECK_MESSAGE(e.find(c.message) != std::string::npos, e);
         CHECK_MESSAGE(e.find('\n') == std::string::npos, e);
@@ -269,12 +175,12 @@ TEST_CASE("qcow2 header: every broken field is refused by name, and nothing is w
         auto img = try_open(c.path, false, open_raw_ro(good));
         REQUIRE_FALSE(img);
         CHECK_MESSAGE(img.error().message().starts_with("qcow2 '" + c.path + "'"), img.error().message());
-        CHECK(file_bytes(c.path) == before);
+        CHECK(read_bytes(c.path) == before);
     }
     // Truncated files: shorter than the v2 part of the header, and than the v3 part.
     for (size_t len : {0, 40, 90}) {
         CAPTURE(len);
-        put_bytes(dir / "short.qcow2", std::vector<uint8_t>(pristine.begin(), pristine.begin() + static_cast<long>(len)));
+        write_bytes(dir / "short.qcow2", std::vector<uint8_t>(pristine.begin(), pristine.begin() + static_cast<long>(len)));
         CHECK_FALSE(header_error(dir / "short.qcow2").empty());
     }
     // An unknown header extension and the compression-type bit (zstd) are fine to read.
@@ -317,8 +223,8 @@ TEST_CASE("qcow2 header: every broken field is refused by name, and nothing is w
 }
 
 TEST_CASE("qcow2 create: a v3 image qemu-img finds clean, for every cluster size, with backing file and format") {
-    Dir dir;
-    put_bytes(dir / "base.raw", std::vector<uint8_t>(1 << 20, 0x33));
+    ScratchDir dir(kDirTemplate);
+    write_bytes(dir / "base.raw", std::vector<uint8_t>(1 << 20, 0x33));
     for (uint32_t bits : {9u, 12u, 16u, 21u}) {
         CAPTURE(bits);
         const std::string path = dir / fmt::format("c{}.qcow2", bits);
@@ -362,7 +268,7 @@ TEST_CASE("qcow2 create: a v3 image qemu-img finds clean, for every cluster size
 }
 
 TEST_CASE("qcow2 read: extents coalesce contiguous clusters, cover exactly, and stop when out is full") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string path = dir / "seq.qcow2";
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=4096 " + path + " 8M");
     // One sequential write: qemu allocates the clusters back to back.
@@ -394,9 +300,9 @@ TEST_CASE("qcow2 read: extents coalesce contiguous clusters, cover exactly, and 
 }
 
 TEST_CASE("qcow2 read: a backing file shorter than the image reads as zeros past its end, through a chain") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const auto base = random_bytes(1 << 20, 7);
-    put_bytes(dir / "base.raw", base);
+    write_bytes(dir / "base.raw", base);
     tool_ok("qemu-img create -q -f qcow2 -F raw -b base.raw " + dir / "mid.qcow2" + " 3M");
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x21 900k 200k' " + dir / "mid.qcow2");
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=512 -F qcow2 -b mid.qcow2 " + dir / "top.qcow2" + " 4M");
@@ -417,7 +323,7 @@ TEST_CASE("qcow2 read: a backing file shorter than the image reads as zeros past
 }
 
 TEST_CASE("qcow2 read: refcount widths 1..64 and version 2 images read exactly - writing them is refused clearly") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     for (const char* opts : {"refcount_bits=1", "refcount_bits=8", "refcount_bits=64", "compat=0.10"}) {
         CAPTURE(opts);
         const std::string path = dir / "w.qcow2";
@@ -426,7 +332,7 @@ TEST_CASE("qcow2 read: refcount widths 1..64 and version 2 images read exactly -
         tool_ok("qemu-io -f qcow2 -c 'write -P 0x41 0 100k' -c 'write -P 0x42 1m 3k' " + path);
         auto img = open_ok(path, true);
         CHECK(read_via(*img, 0, img->size()) == convert_raw(dir, path));
-        const auto before = file_bytes(path);
+        const auto before = read_bytes(path);
         auto w = try_open(path, false);
         if (w) { // a writer must then keep it valid
             write_via(**w, 50 * 1024, std::vector<uint8_t>(100 * 1024, 0x43));
@@ -435,18 +341,18 @@ TEST_CASE("qcow2 read: refcount widths 1..64 and version 2 images read exactly -
             check_clean(path);
         } else {
             CHECK_MESSAGE(w.error().message().find("qcow2 '" + path + "'") != std::string::npos, w.error().message());
-            CHECK(file_bytes(path) == before);
+            CHECK(read_bytes(path) == before);
         }
     }
 }
 
 TEST_CASE("qcow2 read: clusters zeroed over old data (preallocated zero clusters) read as zeros, writes stay exact") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string path = dir / "z.qcow2";
     tool_ok("qemu-img create -q -f qcow2 " + path + " 1M");
     // write -z without -u keeps the cluster allocated and sets the zero flag on it.
     tool_ok("qemu-io -f qcow2 -c 'write -P 0xab 0 192k' -c 'write -z 0 64k' -c 'write -z 128k 64k' " + path);
-    const auto d = file_bytes(path);
+    const auto d = read_bytes(path);
     REQUIRE((get_be64(d, l2_table_of(d, 0)) & 0x00fffffffffffe01ULL) > 1); // allocated and zero: what this tests
     auto expected = convert_raw(dir, path);
     {
@@ -462,14 +368,14 @@ TEST_CASE("qcow2 read: clusters zeroed over old data (preallocated zero clusters
         CHECK(read_via(*img, 0, img->size()) == expected);
     }
     check_clean(path);
-    put_bytes(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + path + " " + dir / "expected.raw");
 }
 
 TEST_CASE("qcow2 write: in place where qemu allocated, copy-on-write of partial clusters, the base untouched") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const auto base = random_bytes(2 << 20, 9);
-    put_bytes(dir / "base.raw", base);
+    write_bytes(dir / "base.raw", base);
     const std::string path = dir / "child.qcow2";
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=4096 -F raw -b base.raw " + path);
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x10 8k 4k' " + path);
@@ -501,21 +407,21 @@ TEST_CASE("qcow2 write: in place where qemu allocated, copy-on-write of partial 
         CHECK(read_via(*img, 0, img->size()) == expected);
         CHECK(img->flush_metadata());
     }
-    CHECK(file_bytes(dir / "base.raw") == base);
+    CHECK(read_bytes(dir / "base.raw") == base);
     check_clean(path);
-    put_bytes(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + path + " " + dir / "expected.raw");
     // Read-only: writes refused, file unchanged.
-    const auto bytes = file_bytes(path);
+    const auto bytes = read_bytes(path);
     auto ro = open_ok(path, true, open_raw_ro(dir / "base.raw"));
     CHECK(ro->read_only());
     Extent ex[2];
     CHECK_FALSE(ro->map_write(0, 512, ex));
-    CHECK(file_bytes(path) == bytes);
+    CHECK(read_bytes(path) == bytes);
 }
 
 TEST_CASE("qcow2 write: our own image without backing, 512-byte clusters: new L2 tables, refcount blocks and table") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string path = dir / "grow.qcow2";
     {
         auto fd = Fd::open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
@@ -540,20 +446,20 @@ TEST_CASE("qcow2 write: our own image without backing, 512-byte clusters: new L2
         std::copy(big.begin(), big.end(), expected.begin() + (20 << 20));
         CHECK(read_via(*img, 0, img->size()) == expected);
     }
-    const auto d = file_bytes(path);
+    const auto d = read_bytes(path);
     const uint64_t rt_clusters = get_be64(d, 56) >> 32;
     CHECK(rt_clusters > 1); // the refcount table grew
     check_clean(path);
-    put_bytes(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + path + " " + dir / "expected.raw");
 }
 
 TEST_CASE("qcow2 write: four threads allocating at once leave a consistent image") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string path = dir / "mt.qcow2";
-    put_bytes(dir / "base.raw", random_bytes(8 << 20, 12));
+    write_bytes(dir / "base.raw", random_bytes(8 << 20, 12));
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=4096 -F raw -b base.raw " + path);
-    auto expected = file_bytes(dir / "base.raw");
+    auto expected = read_bytes(dir / "base.raw");
     {
         auto img = open_ok(path, false, open_raw_ro(dir / "base.raw"));
         std::vector<std::thread> threads;
@@ -561,7 +467,7 @@ TEST_CASE("qcow2 write: four threads allocating at once leave a consistent image
             threads.emplace_back([&, t] {
                 // Disjoint stripes of 3 KiB at odd places: allocation and copy-on-write race.
                 for (uint64_t off = t * 3072; off + 3072 <= expected.size(); off += 4 * 3072 * 5) {
-                    AlignedBuffer b(3072);
+                    PageBuffer b(3072);
                     std::fill_n(b.p, 3072, static_cast<uint8_t>(t + 1));
                     Extent ex[4];
                     uint64_t pos = 0;
@@ -585,14 +491,14 @@ TEST_CASE("qcow2 write: four threads allocating at once leave a consistent image
         CHECK(read_via(*img, 0, img->size()) == expected);
     }
     check_clean(path);
-    put_bytes(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + path + " " + dir / "expected.raw");
 }
 
 TEST_CASE("qcow2 write: O_DIRECT with 4 KiB alignment reads and writes a chain exactly") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const auto base = random_bytes(4 << 20, 13);
-    put_bytes(dir / "base.raw", base);
+    write_bytes(dir / "base.raw", base);
     const std::string path = dir / "direct.qcow2";
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=65536 -F raw -b base.raw " + path);
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x71 128k 64k' " + path);
@@ -611,9 +517,9 @@ TEST_CASE("qcow2 write: O_DIRECT with 4 KiB alignment reads and writes a chain e
         }
         CHECK(read_via(*img, 0, img->size()) == expected);
     }
-    CHECK(file_bytes(dir / "base.raw") == base);
+    CHECK(read_bytes(dir / "base.raw") == base);
     check_clean(path);
-    put_bytes(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + path + " " + dir / "expected.raw");
 
     // Clusters smaller than the O_DIRECT block: refused at open with a reason, or read right.
@@ -630,7 +536,7 @@ TEST_CASE("qcow2 write: O_DIRECT with 4 KiB alignment reads and writes a chain e
 }
 
 TEST_CASE("qcow2 write: internal snapshots stay intact - shared clusters are copied, never written in place") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string path = dir / "snap.qcow2";
     tool_ok("qemu-img create -q -f qcow2 " + path + " 1M");
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x01 0 256k' " + path);
@@ -652,25 +558,25 @@ TEST_CASE("qcow2 write: internal snapshots stay intact - shared clusters are cop
     std::fill_n(expected.begin() + 64 * 1024, 512, 0x04);
     img->reset();
     check_clean(path);
-    put_bytes(dir / "expected.raw", expected);
+    write_bytes(dir / "expected.raw", expected);
     tool_ok("qemu-img compare -f qcow2 -F raw " + path + " " + dir / "expected.raw");
     tool_ok("qemu-img convert -l snapshot.name=before -O raw " + path + " " + dir / "snap.raw");
-    const auto snap = file_bytes(dir / "snap.raw");
+    const auto snap = read_bytes(dir / "snap.raw");
     CHECK(std::all_of(snap.begin(), snap.begin() + 256 * 1024, [](uint8_t b) { return b == 0x01; }));
 }
 
 TEST_CASE("qcow2 hostile: tables pointing at metadata, past the file or off alignment give errors, not damage") {
-    Dir dir;
+    ScratchDir dir(kDirTemplate);
     const std::string good = dir / "good.qcow2";
     tool_ok("qemu-img create -q -f qcow2 -o cluster_size=4096 " + good + " 1M");
     tool_ok("qemu-io -f qcow2 -c 'write -P 0x61 0 8k' " + good);
-    const auto pristine = file_bytes(good);
+    const auto pristine = read_bytes(good);
     const uint64_t l1 = get_be64(pristine, 40), l2 = l2_table_of(pristine, 0), rt = get_be64(pristine, 48);
     const uint64_t copied = 1ULL << 63;
     auto patched = [&](const std::string& name, uint64_t at, uint64_t value) {
         auto d = pristine;
         set_be64(d, at, value);
-        put_bytes(dir / name, d);
+        write_bytes(dir / name, d);
         return dir / name;
     };
     // A data cluster that is really the L1 table, the refcount table, its own L2 table or
@@ -697,12 +603,12 @@ TEST_CASE("qcow2 hostile: tables pointing at metadata, past the file or off alig
     for (const auto& p : {patched("l2-in-l1.qcow2", l1, l1 | copied), patched("l2-in-rt.qcow2", l1, rt | copied),
                           patched("rb-in-l1.qcow2", rt, l1), patched("rb-on-l2.qcow2", rt, l2)}) {
         CAPTURE(p);
-        const auto before = file_bytes(p);
+        const auto before = read_bytes(p);
         auto img = try_open(p, false);
         REQUIRE_FALSE(img);
         CHECK_MESSAGE(img.error().message().find("inside other metadata") != std::string::npos,
                       img.error().message());
-        CHECK(file_bytes(p) == before);
+        CHECK(read_bytes(p) == before);
     }
     // An L1 entry off cluster alignment, an L2 table past the end of the file, a data
     // cluster past the end of the file: errors or zeros, never a crash or a hang.

@@ -13,32 +13,18 @@
 #include <vector>
 
 #include "devices/block/raw.hpp"
+#include "tests/support/files.hpp"
 #include "test_firmware_acpi_tools.hpp"
 
 using namespace kiln;
 using namespace kiln::block;
+using kiln::test::ScratchDir;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RawDir {
-    fs::path path;
-    RawDir() {
-        char tmpl[] = "/tmp/kiln-raw-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        path = tmpl;
-    }
-    ~RawDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    RawDir(const RawDir&) = delete;
-    RawDir& operator=(const RawDir&) = delete;
-    [[nodiscard]] std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
 // A file of `size` bytes, byte i = i * 7 (so any misplaced extent shows).
-std::string make_file(const RawDir& dir, const std::string& name, size_t size) {
+std::string make_file(const ScratchDir& dir, const std::string& name, size_t size) {
     const std::string p = dir / name;
     std::vector<uint8_t> d(size);
     for (size_t i = 0; i < size; ++i) d[i] = static_cast<uint8_t>(i * 7);
@@ -70,7 +56,7 @@ uint64_t allocated_bytes(const std::string& p) {
 } // namespace
 
 TEST_CASE("raw: the size is the file's, rounded down to whole sectors - tiny files and odd files are refused") {
-    RawDir dir;
+    ScratchDir dir;
     auto img = raw_at(make_file(dir, "odd.raw", 1000), true);
     REQUIRE_MESSAGE(img, img.error().message());
     CHECK((*img)->size() == 512); // the trailing 488 bytes are not a sector
@@ -96,7 +82,7 @@ TEST_CASE("raw: the size is the file's, rounded down to whole sectors - tiny fil
 }
 
 TEST_CASE("raw: one Data extent per request, on the image's own fd, at the guest offset") {
-    RawDir dir;
+    ScratchDir dir;
     const auto path = make_file(dir, "d.raw", 1 << 20);
     auto img = raw_at(path, false, 4096);
     REQUIRE_MESSAGE(img, img.error().message());
@@ -126,7 +112,7 @@ TEST_CASE("raw: one Data extent per request, on the image's own fd, at the guest
 }
 
 TEST_CASE("raw: read-only images refuse writes, discard and write-zeroes, and stay unchanged") {
-    RawDir dir;
+    ScratchDir dir;
     const auto path = make_file(dir, "ro.raw", 64 << 10);
     auto img = raw_at(path, true);
     REQUIRE_MESSAGE(img, img.error().message());
@@ -148,7 +134,7 @@ TEST_CASE("raw: read-only images refuse writes, discard and write-zeroes, and st
 }
 
 TEST_CASE("raw: discard punches a hole, write-zeroes zeroes - neither changes the size") {
-    RawDir dir;
+    ScratchDir dir;
     const auto path = make_file(dir, "z.raw", 4 << 20);
     auto img = raw_at(path, false);
     REQUIRE_MESSAGE(img, img.error().message());
@@ -177,7 +163,7 @@ TEST_CASE("raw: a block device (loop) is sized by BLKGETSIZE64") {
         MESSAGE("skipped: needs root and loop devices");
         return;
     }
-    RawDir dir;
+    ScratchDir dir;
     const auto backing = make_file(dir, "loop.raw", 3 << 20);
     auto r = kiln::test::run_tool("losetup --show -f " + backing);
     if (r.status != 0) {
