@@ -3,6 +3,7 @@
 // reference tools, and the command-line words the test guest finds its disks by.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -71,4 +72,17 @@ TEST_CASE("discovery: a bzImage guest boots with --dtb and --acpi off - a PVH ke
     r = run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "64M", "--cmdline", "job=hello", "--dtb"});
     CHECK(r.exit_code == 125);
     CHECK(r.err.find("device tree") != std::string::npos);
+}
+
+TEST_CASE("discovery: a --dump-acpi or --dump-dtb path that cannot be written is one line and status 125") {
+    for (const auto& flags : {std::vector<std::string>{"--dump-dtb", "/nonexistent/kiln.dtb"},
+                              std::vector<std::string>{"--dump-acpi", "/nonexistent/dir/acpi"}}) {
+        CAPTURE(flags[0]);
+        std::vector<std::string> args{"run", "--kernel", TESTGUEST_ELF, "--memory", "64M", "--cmdline", "job=hello"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        auto r = run_kiln(args);
+        CHECK(r.exit_code == 125);
+        CHECK(r.err.find("kiln: error: " + flags[0] + ": ") == 0);
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    }
 }
