@@ -50,7 +50,14 @@ Options:
   --kernel FILE        kernel to boot (required)
   --initrd FILE        initial ramdisk
   --cmdline STR        kernel command line
-  --memory SIZE        guest RAM, e.g. 512M, 2G (default 512M)
+  --memory SIZE[,OPT]  guest RAM, e.g. 512M, 2G (default 512M), with options:
+                         hugepages=on   2 MiB hugetlb pages, reserved in advance
+                                        (sysctl vm.nr_hugepages=N)
+                         hugetlbfs=DIR  take them from that hugetlbfs mount
+                         thp=on|off     transparent huge pages (default on,
+                                        off with merge=on)
+                         merge=on       let KSM merge identical pages (not
+                                        with hugepages)
   --cpus N             number of vCPUs (default 1)
   --console WHERE      stdout (default), file:PATH or none
   --timeout SECONDS    stop the VM after this long and exit 124
@@ -69,6 +76,10 @@ Options:
   --dtb                also pass a device tree (SETUP_DTB; bzImage kernels)
   --paging MODE        ept (or npt), shadow or any (default): refuse to run on a
                        host whose KVM uses other second-level paging
+  --stats-json FILE    at the end, write the run's statistics to FILE as JSON:
+                       per vCPU its run time, run-queue wait time, timeslices,
+                       CPUs allowed and KVM's counters (exits, halt polling);
+                       memory backing, RSS, huge pages, KSM-merged pages
   --dump-acpi DIR      write each ACPI table to DIR/<SIGNATURE>.aml
   --dump-dtb FILE      write the device tree blob to FILE
   --log-level LEVEL    trace, debug, info, warn (default), error, off
@@ -151,7 +162,9 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
         } else if (flag == "--cmdline") {
             cfg.cmdline = KILN_TRY(value());
         } else if (flag == "--memory") {
-            cfg.memory_bytes = KILN_TRY_CTX(parse_size(KILN_TRY(value())), "--memory");
+            auto spec = KILN_TRY(parse_memory_spec(KILN_TRY(value())));
+            cfg.memory_bytes = spec.bytes;
+            cfg.memory_backing = std::move(spec.backing);
         } else if (flag == "--cpus") {
             cfg.cpus = KILN_TRY(parse_count(flag, KILN_TRY(value())));
         } else if (flag == "--console") {
@@ -177,6 +190,9 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
             else if (v == "ept" || v == "npt") cfg.paging = MachineConfig::Paging::TwoDimensional;
             else if (v == "shadow") cfg.paging = MachineConfig::Paging::Shadow;
             else return fail("--paging: '{}' is not ept, npt, shadow or any", v);
+        } else if (flag == "--stats-json") {
+            cfg.stats_json_path = KILN_TRY(value());
+            if (cfg.stats_json_path.empty()) return fail("--stats-json needs a file name");
         } else if (flag == "--dump-acpi") {
             cfg.dump_acpi_dir = KILN_TRY(value());
             if (cfg.dump_acpi_dir.empty()) return fail("--dump-acpi needs a directory");

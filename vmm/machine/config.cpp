@@ -14,6 +14,7 @@ Result<void> MachineConfig::validate() const {
     if (memory_bytes < 4 * layout::MiB)
         return fail("--memory {} KiB is too small: the minimum is 4M", memory_bytes >> 10);
     if (memory_bytes % (4 * layout::KiB) != 0) return fail("--memory must be a multiple of 4K");
+    KILN_TRY(memory_backing.validate());
     if (cpus == 0) return fail("--cpus must be at least 1");
     if (cpus > firmware::Platform::kMaxCpus)
         return fail("--cpus {} is above the {} vCPUs Kiln supports (xAPIC IDs)", cpus, firmware::Platform::kMaxCpus);

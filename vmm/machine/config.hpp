@@ -11,6 +11,7 @@
 #include "vmm/base/result.hpp"
 #include "vmm/base/size.hpp"
 #include "vmm/memory/layout.hpp"
+#include "vmm/memory/memory_backing.hpp"
 
 namespace kiln {
 
@@ -28,6 +29,7 @@ struct MachineConfig {
     std::string initrd_path;    // empty: none
     std::string cmdline;
     uint64_t memory_bytes = 512 * layout::MiB;
+    MemoryBacking memory_backing; // --memory SIZE,hugepages=on,thp=off,merge=on
     uint32_t cpus = 1;
     ConsoleConfig console;
     std::optional<double> timeout_seconds;
@@ -49,6 +51,8 @@ struct MachineConfig {
     // not the one asked for ("ept" means two-dimensional: EPT or NPT).
     enum class Paging : uint8_t { Any, TwoDimensional, Shadow };
     Paging paging = Paging::Any;
+    // --stats-json FILE: the run's statistics (run_stats.hpp) written there at the end.
+    std::string stats_json_path;
 
     // Checks what can be checked without the host: sizes, counts, regex syntax.
     [[nodiscard]] Result<void> validate() const;

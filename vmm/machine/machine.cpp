@@ -9,6 +9,10 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "devices/virtio/blk.hpp"
@@ -46,6 +50,14 @@ Result<std::vector<uint8_t>> read_file(const std::string& path, const char* what
 
 // RAM plus swap of the host; 0 if unknown. A guest larger than this cannot be backed,
 // and failing at start beats the OOM killer mid-run.
+// A small /proc file as text; "" when it is missing (older kernels lack ksm_stat).
+std::string read_text_file(const char* path) {
+    std::ifstream in(path);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
 uint64_t host_memory_bytes() {
     struct sysinfo si{};
     if (::sysinfo(&si) != 0) return 0;
@@ -88,9 +100,11 @@ Result<void> Machine::build() {
                     host >> 20);
 
     kvm_.emplace(KILN_TRY(Kvm::open(cfg_.kvm_path)));
-    if (cfg_.paging != MachineConfig::Paging::Any || spdlog::should_log(spdlog::level::info)) {
+    {
+        // A few sysfs reads: always done, the run's statistics report it.
         const auto paging = host::detect_paging();
-        spdlog::info("host paging: {} ({})", host::to_string(paging.mode), paging.why);
+        paging_ = fmt::format("{} ({})", host::to_string(paging.mode), paging.why);
+        spdlog::info("host paging: {}", paging_);
         const bool two_d = paging.mode == host::PagingMode::Ept || paging.mode == host::PagingMode::Npt;
         if (cfg_.paging == MachineConfig::Paging::TwoDimensional && !two_d)
             return fail("--paging ept: this host's KVM uses {} paging ({})", host::to_string(paging.mode), paging.why);
@@ -101,6 +115,12 @@ Result<void> Machine::build() {
     const int max_vcpus = kvm_->max_vcpus();
     if (cfg_.cpus > static_cast<uint32_t>(max_vcpus))
         return fail("--cpus {} is above this host's KVM limit of {} vCPUs", cfg_.cpus, max_vcpus);
+
+    if (!cfg_.stats_json_path.empty()) {
+        auto f = Fd::open(cfg_.stats_json_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (!f) return std::unexpected(f.error().context("--stats-json"));
+        stats_json_ = std::move(*f);
+    }
 
     loop_ = std::make_unique<EventLoop>(KILN_TRY(EventLoop::create()));
     exits_ = std::make_unique<ExitLatch>([this] { on_vm_end(); });
@@ -113,7 +133,7 @@ Result<void> Machine::build() {
     // Memslots before the irqchip: once an in-kernel irqchip exists, every memslot
     // change waits for an SRCU grace period (measured here: 5-10 ms per
     // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, 0.1 ms before it).
-    memory_ = KILN_TRY(GuestMemory::create(plan));
+    memory_ = KILN_TRY_CTX(GuestMemory::create(plan, cfg_.memory_backing), "--memory");
     uint32_t slot = 0;
     for (const auto& r : memory_.regions())
         KILN_TRY(vm_->set_memory_region(slot++, r.base.value, r.size, r.mapping.data()));
@@ -161,7 +181,11 @@ Result<void> Machine::build() {
         auto cpuid = fix_cpuid(supported, {id, cfg_.cpus, vcpu.tsc_khz()});
         KILN_TRY(setup_vcpu_common(vcpu, cpuid));
         if (id == 0) KILN_TRY(setup_boot_vcpu(vcpu, boot_.cpu));
-        vcpus_.push_back(std::make_unique<VcpuThread>(std::move(vcpu), ctx));
+        // KVM's counters for the statistics; a kernel without binary stats just has none.
+        auto kvm_stats = KvmStats::open(vcpu.fd());
+        if (!kvm_stats) spdlog::debug("vcpu{}: no KVM counters: {}", id, kvm_stats.error().message());
+        vcpus_.push_back(std::make_unique<VcpuThread>(
+            std::move(vcpu), ctx, kvm_stats ? std::optional<KvmStats>(std::move(*kvm_stats)) : std::nullopt));
     }
     KILN_TRY(setup_input());
     return {};
@@ -205,6 +229,7 @@ Result<VmExit> Machine::run() {
         if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
         if (::timerfd_settime(timer_fd_.get(), 0, &its, nullptr) < 0) return fail_errno("timerfd_settime");
     }
+    started_ = std::chrono::steady_clock::now();
     for (auto& v : vcpus_) {
         if (auto r = v->start(); !r) {
             stop({ExitReason::HostError, 0, r.error().message()});
@@ -213,9 +238,38 @@ Result<VmExit> Machine::run() {
     }
     if (auto r = loop_->run(); !r) stop({ExitReason::HostError, 0, r.error().message()});
     for (auto& v : vcpus_) v->join();
+    if (auto w = write_stats_json(); !w) spdlog::error("{}", w.error().message());
     auto result = exits_->result();
     if (!result) return VmExit{ExitReason::HostError, 0, "the VM ended without a reason"};
     return *result;
+}
+
+MachineStats Machine::stats() const {
+    MachineStats s;
+    const int64_t ended = ended_ns_.load(std::memory_order_acquire);
+    if (started_ != std::chrono::steady_clock::time_point{}) {
+        const auto up = ended ? std::chrono::nanoseconds(ended) : std::chrono::steady_clock::now() - started_;
+        s.uptime_seconds = std::chrono::duration<double>(up).count();
+    }
+    s.paging = paging_;
+    s.memory = read_memory_stats(read_text_file("/proc/self/smaps_rollup"), read_text_file("/proc/self/ksm_stat"));
+    s.memory.guest_bytes = cfg_.memory_bytes;
+    s.memory.backing = cfg_.memory_backing.describe();
+    for (const auto& v : vcpus_) s.vcpus.push_back(v->stats());
+    return s;
+}
+
+Result<void> Machine::write_stats_json() const {
+    if (!stats_json_) return {};
+    const std::string text = nlohmann::json(stats()).dump(2) + "\n";
+    size_t off = 0;
+    while (off < text.size()) {
+        ssize_t n = ::write(stats_json_.get(), text.data() + off, text.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(fmt::format("--stats-json: writing '{}'", cfg_.stats_json_path));
+        off += static_cast<size_t>(n);
+    }
+    return {};
 }
 
 void Machine::stop(VmExit why) { exits_->request_exit(std::move(why)); }
@@ -229,6 +283,10 @@ std::vector<int> Machine::kvm_fds() const {
 
 void Machine::on_vm_end() {
     // Runs once, on whichever thread ended the VM first.
+    ended_ns_.store(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::steady_clock::now() - started_)
+                                             .count()),
+                    std::memory_order_release);
     stopping_.store(true, std::memory_order_release);
     for (auto& v : vcpus_) v->kick();
     loop_->stop();

@@ -23,6 +23,7 @@
 #include "vmm/machine/console.hpp"
 #include "vmm/machine/device_manager.hpp"
 #include "vmm/machine/exit_latch.hpp"
+#include "vmm/machine/run_stats.hpp"
 #include "vmm/machine/vcpu_thread.hpp"
 #include "vmm/memory/guest_memory.hpp"
 
@@ -52,12 +53,16 @@ public:
     // The machine the guest sees (vCPUs, IOAPIC, virtio-mmio slots) and its command line.
     [[nodiscard]] const firmware::Platform& platform() const { return platform_; }
     [[nodiscard]] const std::string& cmdline() const { return cmdline_; }
+    // vCPU congestion, KVM counters and memory figures, sampled now (run_stats.hpp).
+    // Callable from any thread, during the run and after it.
+    [[nodiscard]] MachineStats stats() const;
 
 private:
     explicit Machine(MachineConfig cfg);
     [[nodiscard]] Result<void> build();
     [[nodiscard]] Result<void> setup_input();
     void on_vm_end();
+    [[nodiscard]] Result<void> write_stats_json() const;
 
     MachineConfig cfg_;
     std::optional<Kvm> kvm_;
@@ -73,6 +78,10 @@ private:
     firmware::Platform platform_;
     std::string cmdline_; // as the guest gets it: the user's, plus virtio_mmio.device= words
     Fd timer_fd_;
+    Fd stats_json_; // --stats-json FILE, opened at start so a bad path fails before the run
+    std::string paging_; // the host's paging mode as detected at start
+    std::chrono::steady_clock::time_point started_{};
+    std::atomic<int64_t> ended_ns_{0}; // uptime when the VM ended; 0 while it runs
     bool ran_ = false;
 };
 

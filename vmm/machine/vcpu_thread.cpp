@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
@@ -68,7 +69,43 @@ void VcpuThread::run_loop() {
     sigemptyset(&set);
     sigaddset(&set, kick_signal());
     ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    tid_.store(::gettid(), std::memory_order_release);
+    run_until_end();
+    // /proc/self/task/TID goes away with the thread: take its last figures now.
+    keep_final_stats();
+}
 
+void VcpuThread::keep_final_stats() {
+    const pid_t tid = tid_.load(std::memory_order_acquire);
+    auto sched = read_schedstat(fmt::format("/proc/self/task/{}/schedstat", tid));
+    auto cpus = read_cpus_allowed(fmt::format("/proc/self/task/{}/status", tid));
+    std::lock_guard lk(stats_mu_);
+    if (sched) final_sched_ = *sched;
+    final_cpus_ = std::move(cpus);
+}
+
+VcpuStats VcpuThread::stats() const {
+    VcpuStats s;
+    s.id = vcpu_.id();
+    s.tid = tid_.load(std::memory_order_acquire);
+    {
+        std::lock_guard lk(stats_mu_);
+        if (final_sched_) {
+            s.sched = *final_sched_;
+            s.cpus_allowed = final_cpus_;
+        } else if (s.tid != 0) {
+            // Still running (or ending right now: then the figures are simply zero).
+            if (auto live = read_schedstat(fmt::format("/proc/self/task/{}/schedstat", s.tid))) s.sched = *live;
+            s.cpus_allowed = read_cpus_allowed(fmt::format("/proc/self/task/{}/status", s.tid));
+        }
+    }
+    if (kvm_stats_) {
+        if (auto c = kvm_stats_->sample()) s.kvm = std::move(*c);
+    }
+    return s;
+}
+
+void VcpuThread::run_until_end() {
     while (!ctx_.stopping.load(std::memory_order_acquire)) {
         int err = vcpu_.run();
         if (err == EINTR || err == EAGAIN) continue; // kicked, or a signal: re-check stop

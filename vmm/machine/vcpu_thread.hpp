@@ -3,13 +3,16 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <pthread.h>
 #include <mutex>
 #include <thread>
 
 #include "vmm/base/vm_exit.hpp"
 #include "vmm/bus/bus.hpp"
+#include "vmm/kvm/kvm_stats.hpp"
 #include "vmm/kvm/vcpu.hpp"
+#include "vmm/machine/run_stats.hpp"
 #include "vmm/memory/guest_memory.hpp"
 
 namespace kiln {
@@ -24,7 +27,9 @@ struct VcpuContext {
 
 class VcpuThread {
 public:
-    VcpuThread(Vcpu vcpu, VcpuContext ctx) : vcpu_(std::move(vcpu)), ctx_(ctx) {}
+    // `kvm_stats`: KVM's counters for this vCPU, when the kernel offers them.
+    VcpuThread(Vcpu vcpu, VcpuContext ctx, std::optional<KvmStats> kvm_stats = std::nullopt)
+        : vcpu_(std::move(vcpu)), ctx_(ctx), kvm_stats_(std::move(kvm_stats)) {}
     ~VcpuThread() { join(); }
     VcpuThread(const VcpuThread&) = delete;
     VcpuThread& operator=(const VcpuThread&) = delete;
@@ -36,12 +41,16 @@ public:
     void join();
 
     [[nodiscard]] const Vcpu& vcpu() const { return vcpu_; }
+    // Live while the thread runs; afterwards the figures it took as it ended.
+    [[nodiscard]] VcpuStats stats() const;
     // Installs the no-op handler for the kick signal, once per process.
     static void install_kick_handler();
     static int kick_signal();
 
 private:
     void run_loop();
+    void run_until_end();
+    void keep_final_stats();
     // Returns false when the VM must end.
     bool handle_exit();
     void handle_io(kvm_run& run);
@@ -54,6 +63,12 @@ private:
     std::thread thread_;
     std::mutex thread_mu_; // kick() vs join(): never signal a joined thread
     bool joined_ = false;
+
+    std::optional<KvmStats> kvm_stats_;
+    std::atomic<pid_t> tid_{0};
+    mutable std::mutex stats_mu_;
+    std::optional<SchedStat> final_sched_; // the thread's schedstat as it ended
+    std::string final_cpus_;
 };
 
 } // namespace kiln

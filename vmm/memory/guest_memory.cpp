@@ -1,9 +1,15 @@
 #include "vmm/memory/guest_memory.hpp"
 
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/mman.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 
+#include "vmm/base/fd.hpp"
 #include "vmm/memory/layout.hpp"
 
 namespace kiln {
@@ -43,35 +49,84 @@ uint64_t MemoryPlan::usable_bytes() const {
 }
 
 namespace {
-constexpr uint64_t kSmallPageLimit = 2 * layout::MiB; // see GuestMemory::create
+
+constexpr uint64_t kSmallPageLimit = 2 * layout::MiB; // see map_range
+
+// A file of `size` bytes in the hugetlbfs mount `dir`, unlinked at once so nothing is
+// left behind however Kiln ends. (O_TMPFILE is not offered by every hugetlbfs.)
+Result<Fd> hugetlbfs_file(const std::string& dir, uint64_t size) {
+    std::string path = dir + "/kiln-guest-XXXXXX";
+    int raw = ::mkostemp(path.data(), O_CLOEXEC);
+    if (raw < 0) return fail_errno(fmt::format("hugetlbfs={}: creating a file there", dir));
+    Fd fd(raw);
+    ::unlink(path.c_str());
+    struct statfs sfs{};
+    if (::fstatfs(fd.get(), &sfs) != 0 || sfs.f_type != HUGETLBFS_MAGIC)
+        return fail("hugetlbfs={} is not a hugetlbfs mount (mount -t hugetlbfs none {})", dir, dir);
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
+        return fail_errno(fmt::format("hugetlbfs={}: sizing the guest memory file to {} MiB", dir, size >> 20));
+    return fd;
+}
+
+// One backed range as `backing` asks. The caller has checked the huge page pool.
+Result<MmapRegion> map_range(const MemoryRange& b, uint64_t size, const MemoryBacking& backing) {
+    const auto what = [&] { return fmt::format("allocating {} MiB of guest memory at {:#x}", size >> 20, b.start); };
+    Result<MmapRegion> mapping = [&]() -> Result<MmapRegion> {
+        if (!backing.hugepages) return MmapRegion::anonymous(size);
+        if (backing.hugetlbfs.empty()) return MmapRegion::anonymous(size, MAP_HUGETLB | MAP_HUGE_2MB);
+        // Shared: private mappings of a hugetlbfs file reserve pages twice over.
+        auto fd = KILN_TRY(hugetlbfs_file(backing.hugetlbfs, size));
+        return MmapRegion::shared(fd.get(), size);
+    }();
+    if (!mapping) {
+        if (backing.hugepages && mapping.error().sys_errno() == ENOMEM)
+            return fail("{}: the host has too few free 2 MiB huge pages (see /proc/meminfo HugePages_Free; "
+                        "reserve more with 'sysctl vm.nr_hugepages=N')", what());
+        return std::unexpected(mapping.error().context(what()));
+    }
+    uint8_t* p = mapping->data();
+    // Not inherited by fork(): a helper process (deferred_teardown.cpp) must not copy the
+    // guest's page tables, nor share its pages copy-on-write.
+    if (::madvise(p, size, MADV_DONTFORK) != 0)
+        return fail_errno(fmt::format("madvise(MADV_DONTFORK) on guest memory at {:#x}", b.start));
+    if (backing.use_thp()) {
+        // THP (memory_backing.hpp says why it is the default). The first 2 MiB stay in
+        // small pages: boot structures and a small guest's working set live there, and
+        // one huge page would double the resident size of a VM that touches little.
+        // Advice only: a host with THP "never" ignores it (kiln host check tells).
+        const uint64_t skip = b.start < kSmallPageLimit ? std::min(size, kSmallPageLimit - b.start) : 0;
+        if (size > skip) (void)::madvise(p + skip, size - skip, MADV_HUGEPAGE);
+    } else if (!backing.hugepages) {
+        // Explicitly off, so a host whose THP mode is "always" does not use them either.
+        (void)::madvise(p, size, MADV_NOHUGEPAGE);
+    }
+    if (backing.merge && ::madvise(p, size, MADV_MERGEABLE) != 0)
+        return fail_errno("merge=on: madvise(MADV_MERGEABLE) (is this kernel built with CONFIG_KSM?)");
+    return mapping;
+}
+
 } // namespace
 
-Result<GuestMemory> GuestMemory::create(const MemoryPlan& plan, int mmap_flags) {
+Result<GuestMemory> GuestMemory::create(const MemoryPlan& plan, const MemoryBacking& backing) {
+    KILN_TRY(backing.validate());
+    // hugetlb mappings come in whole huge pages; the guest's memory map stays the plan's.
+    const auto mapped_size = [&](const MemoryRange& b) {
+        return backing.hugepages ? (b.size + kHugePageSize - 1) / kHugePageSize * kHugePageSize : b.size;
+    };
+    if (backing.hugepages) {
+        uint64_t total = 0;
+        for (const auto& b : plan.backed) total += mapped_size(b);
+        KILN_TRY(check_huge_page_pool(total, KILN_TRY(read_huge_page_pool(std::nullopt)), std::nullopt));
+    }
     GuestMemory m;
     for (const auto& b : plan.backed) {
-        auto mapping = MmapRegion::anonymous(b.size, mmap_flags);
-        if (!mapping)
-            return std::unexpected(mapping.error().context(
-                fmt::format("allocating {} MiB of guest memory at {:#x}", b.size >> 20, b.start)));
-        // Not inherited by fork(): a helper process (deferred_teardown.cpp) must not
-        // copy the guest's page tables, nor share its pages copy-on-write.
-        if (::madvise(mapping->data(), b.size, MADV_DONTFORK) != 0)
-            return fail_errno(fmt::format("madvise(MADV_DONTFORK) on guest memory at {:#x}", b.start));
-        // Transparent huge pages for guest RAM, as QEMU asks for them: a guest buffer is
-        // then physically contiguous in 2 MiB pieces, so O_DIRECT I/O into it needs a
-        // fraction of the segments (1 MiB sequential reads here: 1.1 -> 1.7 GB/s), and
-        // EPT/NPT walks are shorter. The first 2 MiB stay in small pages: boot
-        // structures and a small guest's working set live there, and one huge page
-        // would double the resident size of a VM that touches little. Advice only: a
-        // host with THP off or "never" simply ignores it.
-        if ((mmap_flags & MAP_HUGETLB) == 0) {
-            const uint64_t skip = b.start < kSmallPageLimit ? std::min(b.size, kSmallPageLimit - b.start) : 0;
-            if (b.size > skip) (void)::madvise(mapping->data() + skip, b.size - skip, MADV_HUGEPAGE);
-        }
-        m.regions_.push_back(Region{GuestAddress(b.start), b.size, std::move(*mapping)});
+        const uint64_t size = mapped_size(b);
+        auto mapping = KILN_TRY(map_range(b, size, backing));
+        m.regions_.push_back(Region{GuestAddress(b.start), size, std::move(mapping)});
     }
     m.map_ = plan.map;
-    m.droppable_pages_ = (mmap_flags & MAP_HUGETLB) == 0;
+    m.backing_ = backing;
+    m.droppable_pages_ = !backing.hugepages;
     return m;
 }
 

@@ -14,6 +14,7 @@
 #include "vmm/base/mmap_region.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/memory/guest_address.hpp"
+#include "vmm/memory/memory_backing.hpp"
 
 namespace kiln {
 
@@ -46,8 +47,10 @@ public:
         [[nodiscard]] uint64_t end() const { return base.value + size; }
     };
 
-    // Maps every backed range of the plan (anonymous memory, `mmap_flags` added).
-    [[nodiscard]] static Result<GuestMemory> create(const MemoryPlan& plan, int mmap_flags = 0);
+    // Maps every backed range of the plan as `backing` says (memory_backing.hpp). With
+    // hugetlb pages each mapping is rounded up to whole 2 MiB pages; the memory map the
+    // guest gets is the plan's either way.
+    [[nodiscard]] static Result<GuestMemory> create(const MemoryPlan& plan, const MemoryBacking& backing = {});
 
     GuestMemory() = default;
     GuestMemory(GuestMemory&&) noexcept = default;
@@ -82,10 +85,12 @@ public:
     [[nodiscard]] const std::vector<Region>& regions() const { return regions_; }
     [[nodiscard]] const std::vector<MemoryRange>& memory_map() const { return map_; }
     [[nodiscard]] uint64_t ram_bytes() const; // usable RAM, what the user asked for
+    [[nodiscard]] const MemoryBacking& backing() const { return backing_; }
 
 private:
     std::vector<Region> regions_;
     std::vector<MemoryRange> map_;
+    MemoryBacking backing_;
     bool droppable_pages_ = false; // private anonymous 4 KiB pages: MADV_DONTNEED zeroes them
 };
 
