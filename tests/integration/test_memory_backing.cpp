@@ -179,3 +179,27 @@ TEST_CASE("memory: merge=on lets KSM merge two VMs' identical pages, merge off l
     CHECK(sharing_peak >= sharing_before + 2 * kPages * 8 / 10);
     CHECK(c["memory"]["ksm_merging_pages"].get<uint64_t>() == 0);
 }
+
+TEST_CASE("memory: job=memwalk walks, and memfill hold= sleeps halted without using a host CPU") {
+    ScratchDir dir;
+    auto walk = run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cmdline", "job=memwalk mib=64 seconds=1"});
+    INFO("stdout: " << walk.out);
+    CHECK(walk.exit_code == 0);
+    CHECK(walk.out.find("memwalk: steps=") != std::string::npos);
+    auto toobig = run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cmdline", "job=memwalk mib=512"});
+    CHECK(toobig.exit_code == 2);
+    CHECK(toobig.out.find("memwalk: no free span of 512 MiB") != std::string::npos);
+
+    // 3 s held: the vCPU thread ran for a small part of it (the statistics say so).
+    auto held = memfill(dir, "hold", "128M", 8, 0);
+    (void)held;
+    const std::string stats = dir / "held.json";
+    auto r = run_kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--stats-json", stats, "--cmdline",
+                       "job=memfill mib=8 hold=3"});
+    REQUIRE(r.exit_code == 0);
+    auto j = nlohmann::json::parse(read_text(stats));
+    CAPTURE(j.dump());
+    CHECK(j["uptime_seconds"].get<double>() >= 3.0);
+    CHECK(j["vcpus"][0]["run_ns"].get<uint64_t>() < 1'000'000'000ull);
+    CHECK(j["vcpus"][0]["kvm"]["halt_exits"].get<uint64_t>() + j["vcpus"][0]["kvm"]["halt_wakeup"].get<uint64_t>() > 0);
+}

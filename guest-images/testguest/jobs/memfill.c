@@ -1,9 +1,12 @@
-/* job=memfill mib=N seconds=S: fill N MiB of free RAM above the guest image
- * with one fixed 64-bit pattern (the same in every VM, so KSM can merge the
- * pages), print "memfill: filled N MiB", then spin S seconds (default 0).
+/* job=memfill mib=N seconds=S hold=H: fill N MiB of free RAM above the guest
+ * image with one fixed 64-bit pattern (the same in every VM, so KSM can merge
+ * the pages), print "memfill: filled N MiB", then spin S seconds (default 0),
+ * then sleep H seconds halted (default 0: the VM holds its memory without
+ * using a host CPU, as an idle worker VM does).
  * Exit 2 if N MiB of mapped RAM above the image do not exist. */
 #include "jobs/jobs.h"
 #include "lib/console.h"
+#include "user/sys.h"
 #include "user/user.h"
 
 #define MEMFILL_PATTERN 0x4b494c4e2d4b534dULL   /* "MSK-NLIK" little-endian */
@@ -32,8 +35,9 @@ static struct span free_span(uint32_t i)
 
 int job_memfill(void)
 {
-    uint64_t mib, seconds;
-    if (!arg_u64("mib", 0, 1, MEMFILL_MAX_MIB, &mib) || !arg_u64("seconds", 0, 0, 86400, &seconds))
+    uint64_t mib, seconds, hold;
+    if (!arg_u64("mib", 0, 1, MEMFILL_MAX_MIB, &mib) || !arg_u64("seconds", 0, 0, 86400, &seconds) ||
+        !arg_u64("hold", 0, 0, 86400, &hold))
         return EXIT_USAGE;
     if (mib == 0) {
         kprintf("memfill: mib=N (MiB to fill) is required\n");
@@ -61,5 +65,7 @@ int job_memfill(void)
     }
     kprintf("memfill: filled %lu MiB\n", mib);
     spin_ms(seconds * 1000);
+    if (hold)
+        sys_sleep(hold * 1000);
     return EXIT_OK;
 }

@@ -33,6 +33,7 @@ void tsc_init(void);                 /* tsc.c */
 
 /* Services. */
 uint64_t lapic_timer_set(uint64_t hz);   /* 0 stops it; returns initial count */
+uint64_t lapic_sleep_ms(uint64_t ms);     /* SYS_SLEEP: halted, timer-woken */
 uint64_t smp_start_aps(void);            /* INIT-SIPI-SIPI to all others */
 uint32_t lapic_read(uint32_t reg);
 void lapic_write(uint32_t reg, uint32_t v);

@@ -69,6 +69,19 @@ uint64_t lapic_timer_set(uint64_t hz)
     return count;
 }
 
+/* Halts until `ms` of TSC time have passed. Called from the #UD service path with
+ * interrupts off: `sti; hlt` opens them only while halted, so the timer's handler
+ * (timer_stub) runs nested on this stack and returns here. */
+uint64_t lapic_sleep_ms(uint64_t ms)
+{
+    uint64_t end = rdtsc() + ms * boot.tsc_khz;
+    lapic_timer_set(100);
+    while (rdtsc() < end)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    lapic_timer_set(0);
+    return 0;
+}
+
 void delay_us_ring0(uint64_t us)
 {
     uint64_t end = rdtsc() + us * boot.tsc_khz / 1000;

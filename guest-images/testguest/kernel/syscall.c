@@ -14,6 +14,9 @@ bool syscall_dispatch(struct trap_frame *f)
     case SYS_TIMER:
         f->rax = lapic_timer_set(f->rdi);
         break;
+    case SYS_SLEEP:
+        f->rax = lapic_sleep_ms(f->rdi);
+        break;
     case SYS_START_APS:
         f->rax = smp_start_aps();
         break;

@@ -14,4 +14,8 @@
 #define SYS_MAP_MMIO    5   /* rdi = base, rsi = size, below 4 GiB: map it uncached,
                                user; returns 0 or SYS_ENOSYS (cannot) */
 
+#define SYS_SLEEP       6   /* rdi = ms: halt (sti; hlt) until that much TSC time has
+                               passed, woken by the LAPIC timer at 100 Hz; stops the
+                               timer afterwards. The vCPU costs the host no CPU. */
+
 #define SYS_ENOSYS      ((uint64_t)-1)

@@ -16,6 +16,8 @@ static inline NORETURN void sys_halt(void)
     __builtin_unreachable();
 }
 static inline uint64_t sys_timer(uint64_t hz) { return sys_call3(SYS_TIMER, hz, 0, 0); }
+/* Sleeps `ms` with the vCPU halted (no host CPU used); stops the LAPIC timer. */
+static inline void sys_sleep(uint64_t ms) { sys_call3(SYS_SLEEP, ms, 0, 0); }
 static inline uint64_t sys_start_aps(void) { return sys_call3(SYS_START_APS, 0, 0, 0); }
 static inline void sys_cpuid(uint32_t leaf, uint32_t sub, uint32_t out[4])
 {
