@@ -177,3 +177,50 @@ TEST_CASE("cli: --paging") {
     CHECK(parse_run({"--kernel", "k", "--paging", "shadow"})->config.paging == MachineConfig::Paging::Shadow);
     CHECK(error_of({"run", "--kernel", "k", "--paging", "tdp"}) == "--paging: 'tdp' is not ept, npt, shadow or any");
 }
+
+TEST_CASE("cli: kiln host check and kiln host paging set") {
+    auto check = parse({"host", "check"});
+    REQUIRE(check);
+    REQUIRE(std::holds_alternative<cli::HostCheckCommand>(*check));
+    CHECK_FALSE(std::get<cli::HostCheckCommand>(*check).json);
+    auto json = parse({"host", "check", "--json"});
+    REQUIRE(json);
+    CHECK(std::get<cli::HostCheckCommand>(*json).json);
+
+    auto set = parse({"host", "paging", "set", "shadow", "--dry-run"});
+    REQUIRE(set);
+    REQUIRE(std::holds_alternative<cli::HostPagingSetCommand>(*set));
+    CHECK(std::get<cli::HostPagingSetCommand>(*set).target == host::PagingTarget::Shadow);
+    CHECK(std::get<cli::HostPagingSetCommand>(*set).dry_run);
+    for (const char* word : {"ept", "npt"}) {
+        auto two = parse({"host", "paging", "set", "--dry-run", word});
+        REQUIRE(two);
+        CHECK(std::get<cli::HostPagingSetCommand>(*two).target == host::PagingTarget::TwoDimensional);
+    }
+    auto real = parse({"host", "paging", "set", "ept"});
+    REQUIRE(real);
+    CHECK_FALSE(std::get<cli::HostPagingSetCommand>(*real).dry_run);
+
+    for (std::vector<std::string> help : std::vector<std::vector<std::string>>{
+             {"host"}, {"host", "--help"}, {"host", "-h"}, {"help", "host"}, {"host", "check", "--help"},
+             {"host", "paging", "--help"}, {"host", "paging", "set", "ept", "-h"}}) {
+        auto h = parse(help);
+        REQUIRE(h);
+        REQUIRE(std::holds_alternative<cli::ShowHelp>(*h));
+        CHECK(std::get<cli::ShowHelp>(*h).text == cli::host_help());
+    }
+    CHECK(cli::main_help().find("kiln host check") != std::string::npos);
+
+    CHECK(error_of({"host", "status"}) == "host: unknown command 'status' (see 'kiln host --help')");
+    CHECK(error_of({"host", "check", "--yaml"}) == "host check: unknown argument '--yaml' (see 'kiln host --help')");
+    CHECK(error_of({"host", "paging"}) == "host paging: expected 'set ept|npt|shadow' (see 'kiln host --help')");
+    CHECK(error_of({"host", "paging", "get"}) == "host paging: expected 'set ept|npt|shadow' (see 'kiln host --help')");
+    CHECK(error_of({"host", "paging", "set"}) ==
+          "host paging set: no mode given: ept, npt or shadow (see 'kiln host --help')");
+    CHECK(error_of({"host", "paging", "set", "--dry-run"}) ==
+          "host paging set: no mode given: ept, npt or shadow (see 'kiln host --help')");
+    CHECK(error_of({"host", "paging", "set", "any"}) == "host paging set: 'any' is not ept, npt or shadow");
+    CHECK(error_of({"host", "paging", "set", "ept", "shadow"}) == "host paging set: one mode, not 'ept' and 'shadow'");
+    CHECK(error_of({"host", "paging", "set", "ept", "--force"}) ==
+          "host paging set: unknown flag '--force' (see 'kiln host --help')");
+}

@@ -4,35 +4,13 @@
 
 #include <sys/stat.h>
 
-#include <filesystem>
-#include <fstream>
 #include <string>
 
+#include "tests/unit/test_host_tree.hpp"
 #include "vmm/host/paging.hpp"
 
 using namespace kiln::host;
-namespace fs = std::filesystem;
-
-namespace {
-
-struct FakeSysfs {
-    fs::path root;
-    FakeSysfs() {
-        char tmpl[] = "/tmp/kiln-sysfs-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        root = tmpl;
-    }
-    ~FakeSysfs() {
-        std::error_code ec;
-        fs::remove_all(root, ec);
-    }
-    void module(const std::string& name, const std::string& param = "", const std::string& value = "") const {
-        fs::create_directories(root / "module" / name / "parameters");
-        if (!param.empty()) std::ofstream(root / "module" / name / "parameters" / param) << value << "\n";
-    }
-};
-
-} // namespace
+using kiln::test::FakeHost;
 
 TEST_CASE("paging: EPT or NPT on or off, kvm_pvm, nothing loaded") {
     struct Case {
@@ -49,17 +27,17 @@ TEST_CASE("paging: EPT or NPT on or off, kvm_pvm, nothing loaded") {
     };
     for (const auto& c : cases) {
         CAPTURE(c.why);
-        FakeSysfs sys;
-        sys.module("kvm", "tdp_mmu", "Y");
-        sys.module(c.module, c.param, c.value);
-        const auto p = detect_paging(sys.root.string());
+        FakeHost host;
+        host.module("kvm", "tdp_mmu", "Y");
+        host.module(c.module, c.param, c.value);
+        const auto p = detect_paging(host.sys());
         CHECK(p.mode == c.mode);
         CHECK(p.module == c.module);
         CHECK(p.why == c.why);
     }
-    FakeSysfs none;
+    FakeHost none;
     none.module("kvm");
-    const auto p = detect_paging(none.root.string());
+    const auto p = detect_paging(none.sys());
     CHECK(p.mode == PagingMode::Unknown);
     CHECK(p.module.empty());
     CHECK(std::string(to_string(PagingMode::Shadow)) == "shadow");

@@ -14,7 +14,9 @@ std::string main_help() {
 Usage:
   kiln run --kernel FILE [options]   boot a kernel and exit with the guest's status
   kiln disk create [options] FILE    make a qcow2 image, e.g. a child of a base image
-  kiln help [run|disk]               show this help, or the help of a command
+  kiln host check [--json]           what this host offers Kiln: pass, warn or fail, and why
+  kiln host paging set MODE          switch the host's KVM to ept/npt or shadow paging
+  kiln help [run|disk|host]          show this help, or the help of a command
   kiln --version                     print the version
 
 Run 'kiln run --help' for the options of run, and the exit statuses.
@@ -37,6 +39,29 @@ Options:
   --size SIZE              virtual size, e.g. 10G (required without --backing)
   --cluster-size SIZE      512 to 2M, a power of two (default 64K)
   -h, --help               show this help
+)";
+}
+
+std::string host_help() {
+    return R"(Usage: kiln host check [--json]
+       kiln host paging set ept|npt|shadow [--dry-run]
+
+check: what this host offers Kiln, like libvirt's virt-host-validate. One line per
+check, pass, warn or fail, and why: /dev/kvm and its API version, the KVM module and
+its paging mode, KSM, transparent huge pages, huge pages per NUMA node, the NUMA
+topology, io_uring, /dev/net/tun and /dev/vhost-net, the CPU frequency governor.
+Exits 1 when a check fails, 0 otherwise.
+
+paging set: switches the host's KVM between two-dimensional paging (ept and npt are
+the same request: kvm_intel ept=1, kvm_amd npt=1) and shadow paging (ept=0, npt=0).
+Writes /etc/modprobe.d/kiln-paging.conf and reloads the module (modprobe -r, then
+modprobe). Refused while any VM runs (the PIDs are named), and on kvm_pvm, which
+always shadows. Does nothing when the host already uses MODE.
+
+Options:
+  --json         check: one JSON object with every check and its figures
+  --dry-run      paging set: print the file and the commands, change nothing
+  -h, --help     show this help
 )";
 }
 
@@ -263,6 +288,45 @@ Result<Command> parse_disk(const std::vector<std::string>& args) {
     return cmd;
 }
 
+bool is_help(const std::string& a) { return a == "-h" || a == "--help" || a == "help"; }
+
+Result<Command> parse_host(const std::vector<std::string>& args) {
+    if (args.empty() || is_help(args[0])) return ShowHelp{host_help()};
+    if (args[0] == "check") {
+        HostCheckCommand cmd;
+        for (size_t i = 1; i < args.size(); ++i) {
+            if (is_help(args[i])) return ShowHelp{host_help()};
+            if (args[i] != "--json") return fail("host check: unknown argument '{}' (see 'kiln host --help')", args[i]);
+            cmd.json = true;
+        }
+        return cmd;
+    }
+    if (args[0] == "paging") {
+        if (args.size() >= 2 && is_help(args[1])) return ShowHelp{host_help()};
+        if (args.size() < 2 || args[1] != "set")
+            return fail("host paging: expected 'set ept|npt|shadow' (see 'kiln host --help')");
+        HostPagingSetCommand cmd;
+        std::string mode; // as given, for the error naming two
+        for (size_t i = 2; i < args.size(); ++i) {
+            const std::string& a = args[i];
+            if (is_help(a)) return ShowHelp{host_help()};
+            if (a == "--dry-run") {
+                cmd.dry_run = true;
+            } else if (a.starts_with("-")) {
+                return fail("host paging set: unknown flag '{}' (see 'kiln host --help')", a);
+            } else if (!mode.empty()) {
+                return fail("host paging set: one mode, not '{}' and '{}'", mode, a);
+            } else {
+                cmd.target = KILN_TRY_CTX(host::parse_paging_target(a), "host paging set");
+                mode = a;
+            }
+        }
+        if (mode.empty()) return fail("host paging set: no mode given: ept, npt or shadow (see 'kiln host --help')");
+        return cmd;
+    }
+    return fail("host: unknown command '{}' (see 'kiln host --help')", args[0]);
+}
+
 } // namespace
 
 Result<Command> parse(const std::vector<std::string>& args) {
@@ -277,10 +341,12 @@ Result<Command> parse(const std::vector<std::string>& args) {
         if (rest.empty()) return ShowHelp{main_help()};
         if (rest.size() == 1 && rest[0] == "run") return ShowHelp{run_help()};
         if (rest.size() == 1 && rest[0] == "disk") return ShowHelp{disk_help()};
-        return fail("help: no such command '{}' (commands: run, disk)", rest[0]);
+        if (rest.size() == 1 && rest[0] == "host") return ShowHelp{host_help()};
+        return fail("help: no such command '{}' (commands: run, disk, host)", rest[0]);
     }
     if (cmd == "run") return parse_run(rest);
     if (cmd == "disk") return parse_disk(rest);
+    if (cmd == "host") return parse_host(rest);
     if (cmd.starts_with("-")) return fail("unknown option '{}' (try 'kiln help')", cmd);
     return fail("unknown command '{}' (try 'kiln help')", cmd);
 }

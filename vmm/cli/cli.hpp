@@ -10,6 +10,7 @@
 
 #include "vmm/base/result.hpp"
 #include "devices/block/disk.hpp"
+#include "vmm/host/paging_switch.hpp"
 #include "vmm/machine/config.hpp"
 
 namespace kiln::cli {
@@ -27,7 +28,19 @@ struct DiskCreateCommand {
     spdlog::level::level_enum log_level = spdlog::level::warn;
 };
 
-using Command = std::variant<ShowHelp, ShowVersion, RunCommand, DiskCreateCommand>;
+// `kiln host check [--json]`: what this host offers Kiln (vmm/host/host_check.hpp).
+struct HostCheckCommand {
+    bool json = false;
+};
+
+// `kiln host paging set ept|npt|shadow [--dry-run]` (vmm/host/paging_switch.hpp).
+struct HostPagingSetCommand {
+    host::PagingTarget target = host::PagingTarget::TwoDimensional;
+    bool dry_run = false;
+};
+
+using Command = std::variant<ShowHelp, ShowVersion, RunCommand, DiskCreateCommand, HostCheckCommand,
+                             HostPagingSetCommand>;
 
 // argv without the program name. Errors are one line, e.g.
 // "run: unknown flag '--foo' (see 'kiln run --help')".
@@ -36,5 +49,6 @@ using Command = std::variant<ShowHelp, ShowVersion, RunCommand, DiskCreateComman
 [[nodiscard]] std::string main_help();
 [[nodiscard]] std::string run_help();
 [[nodiscard]] std::string disk_help();
+[[nodiscard]] std::string host_help();
 
 } // namespace kiln::cli

@@ -10,6 +10,8 @@
 #include "kiln_version.hpp"
 #include "vmm/base/logging.hpp"
 #include "vmm/cli/cli.hpp"
+#include "vmm/host/host_check.hpp"
+#include "vmm/host/paging_switch.hpp"
 #include "vmm/machine/deferred_teardown.hpp"
 #include "vmm/machine/machine.hpp"
 
@@ -67,6 +69,31 @@ int run(kiln::cli::RunCommand cmd) {
     return status;
 }
 
+// `kiln host check`: exit 1 when any check fails, so scripts can gate on it.
+int host_check(const kiln::cli::HostCheckCommand& cmd) {
+    const auto checks = kiln::host::check_host();
+    if (cmd.json) std::printf("%s\n", kiln::host::checks_to_json(checks).dump(2).c_str());
+    else std::fputs(kiln::host::format_checks(checks).c_str(), stdout);
+    return kiln::host::any_failed(checks) ? 1 : 0;
+}
+
+int host_paging_set(const kiln::cli::HostPagingSetCommand& cmd) {
+    auto plan = kiln::host::plan_paging_switch(cmd.target);
+    if (!plan) return die(plan.error());
+    if (plan->nothing_to_do) {
+        std::printf("%s\n", plan->summary.c_str());
+        return 0;
+    }
+    if (cmd.dry_run) {
+        std::fputs(kiln::host::describe(*plan).c_str(), stdout);
+        return 0;
+    }
+    auto done = kiln::host::apply_paging_switch(*plan);
+    if (!done) return die(done.error());
+    std::printf("%s\n", done->c_str());
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -86,6 +113,10 @@ int main(int argc, char** argv) {
                 kiln::setup_logging(c.log_level);
                 if (auto r = kiln::block::create_image(c.spec); !r) return die(r.error());
                 return 0;
+            } else if constexpr (std::is_same_v<T, kiln::cli::HostCheckCommand>) {
+                return host_check(c);
+            } else if constexpr (std::is_same_v<T, kiln::cli::HostPagingSetCommand>) {
+                return host_paging_set(c);
             } else {
                 return run(std::move(c));
             }

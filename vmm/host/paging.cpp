@@ -1,16 +1,11 @@
 #include "vmm/host/paging.hpp"
 
-#include <sys/stat.h>
-
 #include <fstream>
+
+#include "vmm/host/host_files.hpp"
 
 namespace kiln::host {
 namespace {
-
-bool exists(const std::string& path) {
-    struct stat st{};
-    return ::stat(path.c_str(), &st) == 0;
-}
 
 // A module parameter's value, first word only ("Y", "N", "1", "0"); "" if unreadable.
 std::string parameter(const std::string& root, const std::string& module, const std::string& name) {
@@ -33,7 +28,7 @@ PagingInfo detect_paging(std::string_view sysfs_root) {
         PagingMode two_dimensional;
     };
     for (const Vendor v : {Vendor{"kvm_intel", "ept", PagingMode::Ept}, Vendor{"kvm_amd", "npt", PagingMode::Npt}}) {
-        if (!exists(root + "/module/" + v.module)) continue;
+        if (!path_exists(root + "/module/" + v.module)) continue;
         info.module = v.module;
         const std::string value = parameter(root, v.module, v.parameter);
         if (value.empty()) {
@@ -44,7 +39,7 @@ PagingInfo detect_paging(std::string_view sysfs_root) {
         info.why = std::string(v.module) + ": " + v.parameter + "=" + value;
         return info;
     }
-    if (exists(root + "/module/kvm_pvm")) {
+    if (path_exists(root + "/module/kvm_pvm")) {
         info.module = "kvm_pvm";
         info.mode = PagingMode::Shadow;
         info.why = "kvm_pvm: paravirtualized KVM, always shadow paging";
