@@ -19,6 +19,7 @@
 #include "jobs/jobs.h"
 #include "lib/arch.h"
 #include "lib/console.h"
+#include "lib/rand.h"
 #include "lib/string.h"
 #include "user/user.h"
 #include "virtio/virtio_blk.h"
@@ -173,15 +174,6 @@ int job_blk_id(void)
     return EXIT_OK;
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 int job_blk_bench(void)
 {
     struct vblk d;
@@ -223,7 +215,7 @@ int job_blk_bench(void)
     unsigned inflight = 0;
     uint64_t now = start;
     for (unsigned s = 0; s < qd; s++) {
-        uint64_t blk = random ? xorshift(&rng) % blocks : next_seq++ % blocks;
+        uint64_t blk = random ? xorshift64(&rng) % blocks : next_seq++ % blocks;
         vblk_submit(&d, s, type, blk * (bs / VBLK_SECTOR), bufs + s * bs, (uint32_t)bs);
         inflight++;
     }
@@ -240,7 +232,7 @@ int job_blk_bench(void)
         if ((done & 15) == 0 || inflight == 0)
             now = rdtsc();
         if (now < end) {
-            uint64_t blk = random ? xorshift(&rng) % blocks : next_seq++ % blocks;
+            uint64_t blk = random ? xorshift64(&rng) % blocks : next_seq++ % blocks;
             vblk_submit(&d, (unsigned)slot, type, blk * (bs / VBLK_SECTOR), bufs + (unsigned)slot * bs, (uint32_t)bs);
             inflight++;
             /* No kick here: vblk_wait() kicks once the used ring is empty, so

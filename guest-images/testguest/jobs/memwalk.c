@@ -10,19 +10,11 @@
 #include "kernel/bootinfo.h"
 #include "lib/arch.h"
 #include "lib/console.h"
+#include "lib/rand.h"
 #include "user/user.h"
 
 #define MEMWALK_PAGE 4096ULL
 #define MEMWALK_BATCH 4096
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
 /* The largest free, mapped span of RAM above the image. */
 static void largest_span(uint64_t *start, uint64_t *end)
@@ -62,7 +54,7 @@ int job_memwalk(void)
         *LINK(i) = i;
     uint64_t rng = 0x9e3779b97f4a7c15ULL;
     for (uint64_t i = pages - 1; i > 0; i--) {   /* Sattolo: one cycle through all */
-        uint64_t j = xorshift(&rng) % i;
+        uint64_t j = xorshift64(&rng) % i;
         uint64_t t = *LINK(i);
         *LINK(i) = *LINK(j);
         *LINK(j) = t;
