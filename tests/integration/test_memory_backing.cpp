@@ -152,7 +152,6 @@ TEST_CASE("memory: merge=on lets KSM merge two VMs' identical pages, merge off l
     write_number(ksm + "pages_to_scan", 20000);
     write_number(ksm + "sleep_millisecs", 10);
     write_number(ksm + "run", 1);
-    const uint64_t sharing_before = read_number(ksm + "pages_sharing");
 
     // Two VMs fill 32 MiB each with the same pattern and hold it for 6 s; a third with
     // merge off does the same beside them.
@@ -175,8 +174,10 @@ TEST_CASE("memory: merge=on lets KSM merge two VMs' identical pages, merge off l
     // By the end KSM merged (nearly) every filled page of each merge=on VM ...
     CHECK(a["memory"]["ksm_merging_pages"].get<uint64_t>() >= kPages * 8 / 10);
     CHECK(b["memory"]["ksm_merging_pages"].get<uint64_t>() >= kPages * 8 / 10);
-    // ... into shared pages the host counts; the merge-off VM's pages were left alone.
-    CHECK(sharing_peak >= sharing_before + 2 * kPages * 8 / 10);
+    // ... into shared pages the host counts too (not as a difference from before: the
+    // counter may still hold pages of VMs gone since KSM last ran); the merge-off VM's
+    // pages were left alone.
+    CHECK(sharing_peak >= 2 * kPages * 8 / 10);
     CHECK(c["memory"]["ksm_merging_pages"].get<uint64_t>() == 0);
 }
 
