@@ -220,7 +220,7 @@ TEST_CASE("host check: /dev/net/tun and /dev/vhost-net") {
 
     auto vhost = check_vhost_net(roots_of(h));
     CHECK(vhost.verdict == Verdict::Warn);
-    CHECK(vhost.detail == h.dev() + "/vhost-net absent: Kiln does not need it (Kiln does virtio-net in userspace)");
+    CHECK(vhost.detail == h.dev() + "/vhost-net absent: Kiln does not use it (its virtio devices run in the VMM, in userspace)");
     h.write("dev/vhost-net", "");
     CHECK(check_vhost_net(roots_of(h)).verdict == Verdict::Pass);
 }

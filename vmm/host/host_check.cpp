@@ -269,7 +269,7 @@ Check check_vhost_net(const HostRoots& roots) {
     const std::string path = roots.dev + "/vhost-net";
     if (!path_exists(path))
         return make("vhost-net", Verdict::Warn,
-                    path + " absent: Kiln does not need it (Kiln does virtio-net in userspace)");
+                    path + " absent: Kiln does not use it (its virtio devices run in the VMM, in userspace)");
     return make("vhost-net", Verdict::Pass, path + " present (Kiln does not use it: its virtio-net is in userspace)");
 }
 
