@@ -38,6 +38,24 @@ public:
         return MmapRegion(p, size);
     }
 
+    // The same, starting at a multiple of `align` (a power of two): over-maps by
+    // `align` and trims both ends. Guest RAM needs it: KVM maps a guest 2 MiB page with
+    // one host huge page only when guest-physical and host-virtual addresses agree
+    // modulo 2 MiB, and the kernel aligns anonymous mappings only when it feels like it.
+    [[nodiscard]] static Result<MmapRegion> anonymous_aligned(size_t size, size_t align, int extra_flags = 0) {
+        auto wide = anonymous(size + align, extra_flags);
+        if (!wide) return wide;
+        auto* raw = wide->data();
+        auto* start = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + align - 1) & ~(align - 1));
+        const size_t head = static_cast<size_t>(start - raw);
+        const size_t tail = align - head;
+        wide->addr_ = nullptr; // ownership moves to the trimmed region below
+        wide->size_ = 0;
+        if (head) ::munmap(raw, head);
+        if (tail) ::munmap(start + size, tail);
+        return MmapRegion(start, size);
+    }
+
     // A shared mapping of a file or device fd (e.g. the vCPU's kvm_run area).
     [[nodiscard]] static Result<MmapRegion> shared(int fd, size_t size, off_t offset = 0) {
         void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);

@@ -72,7 +72,7 @@ Result<Fd> hugetlbfs_file(const std::string& dir, uint64_t size) {
 Result<MmapRegion> map_range(const MemoryRange& b, uint64_t size, const MemoryBacking& backing) {
     const auto what = [&] { return fmt::format("allocating {} MiB of guest memory at {:#x}", size >> 20, b.start); };
     Result<MmapRegion> mapping = [&]() -> Result<MmapRegion> {
-        if (!backing.hugepages) return MmapRegion::anonymous(size);
+        if (!backing.hugepages) return MmapRegion::anonymous_aligned(size, kHugePageSize);
         if (backing.hugetlbfs.empty()) return MmapRegion::anonymous(size, MAP_HUGETLB | MAP_HUGE_2MB);
         // Shared: private mappings of a hugetlbfs file reserve pages twice over.
         auto fd = KILN_TRY(hugetlbfs_file(backing.hugetlbfs, size));
