@@ -49,8 +49,9 @@ void put_le(std::vector<uint8_t>& buf, size_t off, T v) {
 // touches the queue and the request slots.
 class BlkQueueWorker {
 public:
-    BlkQueueWorker(block::DiskImage& image, const std::string& serial, Virtqueue& vq, int kick_fd, Interrupt& irq)
-        : image_(image), serial_(serial), vq_(vq), kick_fd_(kick_fd), irq_(irq) {}
+    BlkQueueWorker(block::DiskImage& image, const std::string& serial, Virtqueue& vq, int kick_fd, Interrupt& irq,
+                   std::optional<cpu_set_t> cpus)
+        : image_(image), serial_(serial), vq_(vq), kick_fd_(kick_fd), irq_(irq), cpus_(cpus) {}
     ~BlkQueueWorker() {
         stop();
         if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -70,7 +71,13 @@ public:
         auto started = ready.get_future();
         thread_ = std::thread([this, name = std::move(thread_name), &ready] {
             ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
-            auto r = init_ring();
+            // Before the ring exists: its kernel workers take this thread's affinity.
+            Result<void> r = {};
+            if (cpus_) {
+                if (const int e = ::pthread_setaffinity_np(::pthread_self(), sizeof *cpus_, &*cpus_); e != 0)
+                    r = fail_errno("pinning the queue worker to the I/O CPUs", e);
+            }
+            if (r) r = init_ring();
             const bool ok = r.has_value();
             ready.set_value(std::move(r));
             if (!ok) return;
@@ -137,6 +144,7 @@ private:
     Virtqueue& vq_;
     int kick_fd_;
     Interrupt& irq_;
+    std::optional<cpu_set_t> cpus_;
     std::optional<EventFd> stop_fd_;
     io_uring ring_{};
     bool ring_ready_ = false;
@@ -535,7 +543,8 @@ Result<void> VirtioBlk::activate(const GuestMemory&, uint64_t, std::span<const Q
     reset();
     for (size_t i = 0; i < queues.size(); ++i) {
         if (!queues[i].queue) continue;
-        auto w = std::make_unique<BlkQueueWorker>(*image_, options_.serial, *queues[i].queue, queues[i].kick_fd, irq);
+        auto w = std::make_unique<BlkQueueWorker>(*image_, options_.serial, *queues[i].queue, queues[i].kick_fd, irq,
+                                                  options_.worker_cpus);
         // Thread names: "blk0-q0" from "virtio-blk0".
         std::string prefix = options_.name.starts_with("virtio-") ? options_.name.substr(7) : options_.name;
         KILN_TRY_CTX(w->start(fmt::format("{}-q{}", prefix, i)), "{} queue {}", options_.name, i);

@@ -15,6 +15,10 @@
 // nonsense (see Virtqueue::pop) stops that queue and sets DEVICE_NEEDS_RESET.
 #pragma once
 
+#include <sched.h>
+
+#include <optional>
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,6 +38,10 @@ public:
         std::string name = "virtio-blk0"; // also the worker threads' prefix
         std::string serial;               // VIRTIO_BLK_T_GET_ID, at most 20 bytes
         uint16_t queues = 1;
+        // The CPUs the queue workers run on (the VM's I/O CPUs). Set explicitly because
+        // the workers start at DRIVER_OK, from a vCPU thread, whose own pinning they
+        // would otherwise inherit.
+        std::optional<cpu_set_t> worker_cpus;
     };
     [[nodiscard]] static Result<std::unique_ptr<VirtioBlk>> create(std::unique_ptr<block::DiskImage> image,
                                                                    Options options);

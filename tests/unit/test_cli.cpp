@@ -224,3 +224,32 @@ TEST_CASE("cli: kiln host check and kiln host paging set") {
     CHECK(error_of({"host", "paging", "set", "ept", "--force"}) ==
           "host paging set: unknown flag '--force' (see 'kiln host --help')");
 }
+
+TEST_CASE("cli: placement and memory flags of issue 5") {
+    auto r = parse_run({"--kernel", "k", "--cpus", "3", "--numa-node", "1", "--vcpu-affinity", "0=2-3,8",
+                        "--vcpu-affinity=1=4", "--memory", "1G,merge=on", "--stats-json", "/tmp/s.json"});
+    REQUIRE(r);
+    const auto& c = r->config;
+    REQUIRE(c.numa_node);
+    CHECK(*c.numa_node == 1);
+    REQUIRE(c.vcpu_affinity.size() == 2); // repeated flags concatenate
+    CHECK(c.vcpu_affinity[0].vcpu == 0);
+    CHECK(c.vcpu_affinity[0].cpus.to_string() == "2-3,8");
+    CHECK(c.vcpu_affinity[1].vcpu == 1);
+    CHECK(c.vcpu_affinity[1].cpus.to_string() == "4");
+    CHECK(c.memory_bytes == 1ull << 30);
+    CHECK(c.memory_backing.merge);
+    CHECK(c.stats_json_path == "/tmp/s.json");
+
+    auto d = parse_run({"--kernel", "k"});
+    REQUIRE(d);
+    CHECK_FALSE(d->config.numa_node);
+    CHECK(d->config.vcpu_affinity.empty());
+    CHECK(d->config.memory_backing == MemoryBacking{});
+
+    CHECK(error_of({"run", "--kernel", "k", "--numa-node", "x"}) == "--numa-node: 'x' is not a whole number");
+    CHECK(error_of({"run", "--kernel", "k", "--vcpu-affinity", "0"}).starts_with("--vcpu-affinity '0'"));
+    CHECK(error_of({"run", "--kernel", "k", "--memory", "1G,hugepages=on,merge=on"})
+              .find("KSM does not merge hugetlb pages") != std::string::npos);
+    CHECK(error_of({"run", "--kernel", "k", "--stats-json", ""}) == "--stats-json needs a file name");
+}

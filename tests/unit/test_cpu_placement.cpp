@@ -95,22 +95,22 @@ TEST_CASE("vcpu affinity: the grammar") {
     }
 }
 
-TEST_CASE("placement: no flags spreads vCPUs one per allowed CPU, in order") {
+TEST_CASE("placement: no flags keeps every vCPU inside the allowed CPUs and lets the kernel spread them") {
     const auto p = plan_ok(two_nodes(), "0-7", 4, std::nullopt);
-    CHECK(pins(p) == "0 | 1 | 2 | 3");
+    CHECK(pins(p) == "0-7 | 0-7 | 0-7 | 0-7");
     CHECK(p.io_cpus.to_string() == "0-7");
     CHECK_FALSE(p.memory_node);
     CHECK(p.description ==
-          "placement (CPUs kiln may use 0-7): vcpu0=0 vcpu1=1 vcpu2=2 vcpu3=3; I/O threads on 0-7; "
-          "guest memory not bound");
+          "placement (CPUs kiln may use 0-7): vcpu0=0-7 vcpu1=0-7 vcpu2=0-7 vcpu3=0-7 (no placement flags: spread "
+          "over 0-7 by the kernel); I/O threads on 0-7; guest memory not bound");
 }
 
-TEST_CASE("placement: no flags respects a cpuset that straddles two nodes") {
+TEST_CASE("placement: no flags respects a cpuset that straddles two nodes, or is sparse") {
     const auto p = plan_ok(two_nodes(), "2-5", 4, std::nullopt);
-    CHECK(pins(p) == "2 | 3 | 4 | 5");
+    CHECK(pins(p) == "2-5 | 2-5 | 2-5 | 2-5");
     CHECK(p.io_cpus.to_string() == "2-5");
     const auto sparse = plan_ok(four_nodes(), "1,6,9", 3, std::nullopt);
-    CHECK(pins(sparse) == "1 | 6 | 9");
+    CHECK(pins(sparse) == "1,6,9 | 1,6,9 | 1,6,9");
 }
 
 TEST_CASE("placement: no flags, more vCPUs than allowed CPUs: each vCPU on the whole allowed set") {
@@ -118,8 +118,8 @@ TEST_CASE("placement: no flags, more vCPUs than allowed CPUs: each vCPU on the w
     CHECK(pins(p) == "0-1 | 0-1 | 0-1");
     CHECK(p.io_cpus.to_string() == "0-1");
     CHECK(p.description ==
-          "placement (CPUs kiln may use 0-1): vcpu0=0-1 vcpu1=0-1 vcpu2=0-1 (3 vCPUs share 2 CPUs, balanced by the "
-          "kernel); I/O threads on 0-1; guest memory not bound");
+          "placement (CPUs kiln may use 0-1): vcpu0=0-1 vcpu1=0-1 vcpu2=0-1 (no placement flags: spread over 0-1 by "
+          "the kernel); I/O threads on 0-1; guest memory not bound");
 }
 
 TEST_CASE("placement: --numa-node pins to the node's CPUs and binds memory there") {

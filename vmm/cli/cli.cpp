@@ -84,6 +84,17 @@ Options:
                          merge=on       let KSM merge identical pages (not
                                         with hugepages)
   --cpus N             number of vCPUs (default 1)
+  --numa-node K        run on host NUMA node K: one vCPU per CPU of the node (all
+                       vCPUs share the node's CPUs when there are more vCPUs than
+                       CPUs), disk I/O threads on the node, guest memory bound to it
+  --vcpu-affinity SPEC pin vCPUs: VCPU=CPULIST entries separated by ',', e.g.
+                       0=2,1=3 or 0=2-3,1=4-5; a ',' piece without '=' continues
+                       the previous list (0=2-3,8,1=4: vCPU 0 on CPUs 2, 3, 8);
+                       repeatable; unlisted vCPUs get a CPU each, in order.
+                       Every CPU named must be one kiln may use (its cpuset, e.g.
+                       a batch job's allocation). Without these two flags the
+                       vCPUs may run on any of those CPUs and the kernel spreads
+                       them
   --console WHERE      stdout (default), file:PATH or none
   --timeout SECONDS    stop the VM after this long and exit 124
   --expect REGEX       exit 0 as soon as a console line matches
@@ -192,6 +203,11 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
             cfg.memory_backing = std::move(spec.backing);
         } else if (flag == "--cpus") {
             cfg.cpus = KILN_TRY(parse_count(flag, KILN_TRY(value())));
+        } else if (flag == "--numa-node") {
+            cfg.numa_node = KILN_TRY(parse_count(flag, KILN_TRY(value())));
+        } else if (flag == "--vcpu-affinity") {
+            auto more = KILN_TRY(host::parse_vcpu_affinity(KILN_TRY(value())));
+            cfg.vcpu_affinity.insert(cfg.vcpu_affinity.end(), more.begin(), more.end());
         } else if (flag == "--console") {
             cfg.console = KILN_TRY(parse_console(KILN_TRY(value())));
         } else if (flag == "--timeout") {

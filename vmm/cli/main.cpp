@@ -10,6 +10,7 @@
 #include "kiln_version.hpp"
 #include "vmm/base/logging.hpp"
 #include "vmm/cli/cli.hpp"
+#include "vmm/host/cpu_placement.hpp"
 #include "vmm/host/host_check.hpp"
 #include "vmm/host/paging_switch.hpp"
 #include "vmm/machine/deferred_teardown.hpp"
@@ -46,6 +47,8 @@ int run(kiln::cli::RunCommand cmd) {
     auto machine = Machine::create(cmd.config);
     if (!machine) return die(machine.error());
     Machine& m = **machine;
+    // This thread serves the VM's I/O events (console, timers, signals): on the I/O CPUs.
+    if (auto p = host::pin_thread(::pthread_self(), m.placement().io_cpus); !p) return die(p.error());
     auto added = m.event_loop().add(sigfd.get(), EPOLLIN, [&](uint32_t) {
         signalfd_siginfo si{};
         if (::read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si))

@@ -97,7 +97,11 @@ Result<Placement> plan_vcpu_placement(const NumaTopology& topology, const CpuSet
     uint32_t unpinned = 0;
     for (const bool p : pinned) unpinned += p ? 0 : 1;
     const std::vector<uint32_t> free_cpus = (pool - taken).cpus();
-    const bool one_each = unpinned <= free_cpus.size();
+    // Without any placement flag nothing is pinned 1:1 (see the header: VMs sharing a
+    // host or cpuset would all pin vCPU 0 to the same CPU); the vCPUs stay inside the
+    // allowed CPUs and the kernel spreads them.
+    const bool asked = numa_node.has_value() || !explicit_affinity.empty();
+    const bool one_each = asked && unpinned <= free_cpus.size();
     size_t next = 0;
     for (uint32_t v = 0; v < vcpus; ++v) {
         if (pinned[v]) continue;
@@ -110,7 +114,9 @@ Result<Placement> plan_vcpu_placement(const NumaTopology& topology, const CpuSet
     for (uint32_t v = 0; v < vcpus; ++v)
         vcpu_list += fmt::format("{}vcpu{}={}", v ? " " : "", v, plan.vcpu_cpus[v].to_string());
     std::string sharing;
-    if (unpinned > 0 && !one_each)
+    if (unpinned > 0 && !asked)
+        sharing = fmt::format(" (no placement flags: spread over {} by the kernel)", pool.to_string());
+    else if (unpinned > 0 && !one_each)
         sharing = fmt::format(" ({} vCPUs share {} CPUs, balanced by the kernel)", unpinned, pool.count());
     plan.description =
         fmt::format("placement ({}): {}{}; I/O threads on {}; guest memory {}", source, vcpu_list, sharing,

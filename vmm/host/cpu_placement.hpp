@@ -52,18 +52,18 @@ struct Placement {
 // - --vcpu-affinity entries pin their vCPUs exactly as given. Every CPU named must be in
 //   `allowed` (and in node K's CPUs when --numa-node is given too); the vCPU must exist
 //   and be named once.
-// - Every other vCPU gets one CPU of its own, in CPU order, from the pool's CPUs that no
-//   explicit entry uses, while there are enough. So a small VM packs onto the lowest
-//   CPUs (of its node) instead of straddling nodes, and no two vCPUs fight over a CPU
-//   while another sits idle.
+// - With --numa-node or --vcpu-affinity, every other vCPU gets one CPU of its own, in
+//   CPU order, from the pool's CPUs that no explicit entry uses, while there are enough.
+//   So a small VM packs onto the lowest CPUs of its node, and no two vCPUs fight over a
+//   CPU while another sits idle.
+// - With no placement flag at all, every vCPU may run on the whole pool (the allowed
+//   CPUs): the kernel spreads them, and they never leave the cpuset. Pinning 1:1 here
+//   would put vCPU 0 of every VM started without flags on the same first CPU.
 // - Oversubscribed (more such vCPUs than free CPUs): each gets the whole pool. Pinning
 //   two vCPUs to one CPU while the pool has others would be worse; within the pool the
 //   kernel's scheduler balances the vCPUs, and they stay inside the cpuset (and node).
 // - I/O threads run on the pool; guest memory is bound to K when --numa-node is given,
 //   and left to the kernel (first touch) otherwise.
-// Note: with no flags, two kiln processes in the same cpuset both pin their vCPU 0 to
-// the pool's first CPU: a batch scheduler gives each job its own cpuset; VMs sharing one
-// should be given --vcpu-affinity or --numa-node.
 [[nodiscard]] Result<Placement> plan_vcpu_placement(const NumaTopology& topology, const CpuSet& allowed,
                                                     uint32_t vcpus, std::optional<uint32_t> numa_node,
                                                     const std::vector<VcpuAffinity>& explicit_affinity);

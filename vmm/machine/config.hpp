@@ -10,6 +10,7 @@
 #include "devices/block/disk.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/base/size.hpp"
+#include "vmm/host/cpu_placement.hpp"
 #include "vmm/memory/layout.hpp"
 #include "vmm/memory/memory_backing.hpp"
 
@@ -31,6 +32,10 @@ struct MachineConfig {
     uint64_t memory_bytes = 512 * layout::MiB;
     MemoryBacking memory_backing; // --memory SIZE,hugepages=on,thp=off,merge=on
     uint32_t cpus = 1;
+    // Placement (vmm/host/cpu_placement.hpp): --numa-node K and --vcpu-affinity V=CPUS.
+    // Neither: every vCPU may run on any CPU kiln may use (its cpuset).
+    std::optional<uint32_t> numa_node;
+    std::vector<host::VcpuAffinity> vcpu_affinity;
     ConsoleConfig console;
     std::optional<double> timeout_seconds;
     std::optional<std::string> expect;                   // ECMAScript regex

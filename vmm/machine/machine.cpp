@@ -9,9 +9,6 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -19,6 +16,8 @@
 #include "firmware/acpi.hpp"
 #include "firmware/fdt.hpp"
 #include "firmware/virtio_mmio_cmdline.hpp"
+#include "vmm/host/cpu_placement.hpp"
+#include "vmm/host/numa.hpp"
 #include "vmm/host/paging.hpp"
 #include "vmm/machine/cpuid.hpp"
 #include "vmm/machine/vcpu_setup.hpp"
@@ -50,14 +49,6 @@ Result<std::vector<uint8_t>> read_file(const std::string& path, const char* what
 
 // RAM plus swap of the host; 0 if unknown. A guest larger than this cannot be backed,
 // and failing at start beats the OOM killer mid-run.
-// A small /proc file as text; "" when it is missing (older kernels lack ksm_stat).
-std::string read_text_file(const char* path) {
-    std::ifstream in(path);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
 uint64_t host_memory_bytes() {
     struct sysinfo si{};
     if (::sysinfo(&si) != 0) return 0;
@@ -112,6 +103,22 @@ Result<void> Machine::build() {
             return fail("--paging shadow: this host's KVM uses {} paging ({})", host::to_string(paging.mode),
                         paging.why);
     }
+    // Placement before memory: guest RAM is bound to the node before anything touches it.
+    {
+        const auto topology = KILN_TRY(host::NumaTopology::read());
+        placement_ = KILN_TRY(host::plan_vcpu_placement(topology, KILN_TRY(host::allowed_cpus()), cfg_.cpus,
+                                                        cfg_.numa_node, cfg_.vcpu_affinity));
+        spdlog::info("{}", placement_.description);
+        if (cfg_.memory_backing.hugepages && placement_.memory_node) {
+            // hugetlb pages come from the node's own pool once memory is bound there; too
+            // few would be a SIGBUS in the middle of the run, so check it first.
+            uint64_t bytes = 0;
+            for (const auto& b : plan.backed) bytes += (b.size + kHugePageSize - 1) / kHugePageSize * kHugePageSize;
+            KILN_TRY_CTX(check_huge_page_pool(bytes, KILN_TRY(read_huge_page_pool(placement_.memory_node)),
+                                              placement_.memory_node),
+                         "--memory");
+        }
+    }
     const int max_vcpus = kvm_->max_vcpus();
     if (cfg_.cpus > static_cast<uint32_t>(max_vcpus))
         return fail("--cpus {} is above this host's KVM limit of {} vCPUs", cfg_.cpus, max_vcpus);
@@ -134,6 +141,11 @@ Result<void> Machine::build() {
     // change waits for an SRCU grace period (measured here: 5-10 ms per
     // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, 0.1 ms before it).
     memory_ = KILN_TRY_CTX(GuestMemory::create(plan, cfg_.memory_backing), "--memory");
+    if (placement_.memory_node) {
+        for (const auto& r : memory_.regions())
+            KILN_TRY_CTX(host::bind_memory(r.mapping.data(), r.size, *placement_.memory_node), "--numa-node {}",
+                         *placement_.memory_node);
+    }
     uint32_t slot = 0;
     for (const auto& r : memory_.regions())
         KILN_TRY(vm_->set_memory_region(slot++, r.base.value, r.size, r.mapping.data()));
@@ -145,7 +157,8 @@ Result<void> Machine::build() {
     platform_ = firmware::Platform::standard(cfg_.cpus);
     for (size_t i = 0; i < images.size(); ++i) {
         const auto& spec = cfg_.disks[i];
-        virtio::VirtioBlk::Options opt{fmt::format("virtio-blk{}", i), spec.serial, spec.queues};
+        virtio::VirtioBlk::Options opt{fmt::format("virtio-blk{}", i), spec.serial, spec.queues,
+                                       placement_.io_cpus.to_cpu_set()};
         spdlog::info("disk {}: {}{}", i, images[i]->describe(), images[i]->read_only() ? ", read-only" : "");
         auto blk = KILN_TRY(virtio::VirtioBlk::create(std::move(images[i]), std::move(opt)));
         const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(blk->name())));
@@ -185,7 +198,8 @@ Result<void> Machine::build() {
         auto kvm_stats = KvmStats::open(vcpu.fd());
         if (!kvm_stats) spdlog::debug("vcpu{}: no KVM counters: {}", id, kvm_stats.error().message());
         vcpus_.push_back(std::make_unique<VcpuThread>(
-            std::move(vcpu), ctx, kvm_stats ? std::optional<KvmStats>(std::move(*kvm_stats)) : std::nullopt));
+            std::move(vcpu), ctx, placement_.vcpu_cpus[id],
+            kvm_stats ? std::optional<KvmStats>(std::move(*kvm_stats)) : std::nullopt));
     }
     KILN_TRY(setup_input());
     return {};
@@ -252,7 +266,9 @@ MachineStats Machine::stats() const {
         s.uptime_seconds = std::chrono::duration<double>(up).count();
     }
     s.paging = paging_;
-    s.memory = read_memory_stats(read_text_file("/proc/self/smaps_rollup"), read_text_file("/proc/self/ksm_stat"));
+    // ksm_stat is missing on older kernels: then no KSM figure.
+    s.memory = read_memory_stats(host::read_text_file("/proc/self/smaps_rollup").value_or(""),
+                                 host::read_text_file("/proc/self/ksm_stat").value_or(""));
     s.memory.guest_bytes = cfg_.memory_bytes;
     s.memory.backing = cfg_.memory_backing.describe();
     for (const auto& v : vcpus_) s.vcpus.push_back(v->stats());

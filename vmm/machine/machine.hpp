@@ -53,6 +53,8 @@ public:
     // The machine the guest sees (vCPUs, IOAPIC, virtio-mmio slots) and its command line.
     [[nodiscard]] const firmware::Platform& platform() const { return platform_; }
     [[nodiscard]] const std::string& cmdline() const { return cmdline_; }
+    // Where the VM's threads run and its memory lives (vmm/host/cpu_placement.hpp).
+    [[nodiscard]] const host::Placement& placement() const { return placement_; }
     // vCPU congestion, KVM counters and memory figures, sampled now (run_stats.hpp).
     // Callable from any thread, during the run and after it.
     [[nodiscard]] MachineStats stats() const;
@@ -80,6 +82,7 @@ private:
     Fd timer_fd_;
     Fd stats_json_; // --stats-json FILE, opened at start so a bad path fails before the run
     std::string paging_; // the host's paging mode as detected at start
+    host::Placement placement_;
     std::chrono::steady_clock::time_point started_{};
     std::atomic<int64_t> ended_ns_{0}; // uptime when the VM ended; 0 while it runs
     bool ran_ = false;

@@ -55,18 +55,6 @@ Result<SchedStat> read_schedstat(const std::string& path) {
     return KILN_TRY_CTX(parse_schedstat(line), "{}", path);
 }
 
-std::string read_cpus_allowed(const std::string& status_path) {
-    std::ifstream in(status_path);
-    std::string line;
-    constexpr std::string_view kKey = "Cpus_allowed_list:";
-    while (std::getline(in, line)) {
-        if (!line.starts_with(kKey)) continue;
-        const auto b = line.find_first_not_of(" \t", kKey.size());
-        return b == std::string::npos ? std::string() : line.substr(b);
-    }
-    return {};
-}
-
 MemoryStats read_memory_stats(std::string_view smaps_rollup, std::string_view ksm_stat) {
     MemoryStats m;
     m.rss_bytes = field(smaps_rollup, "Rss").value_or(0);

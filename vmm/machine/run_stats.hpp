@@ -26,8 +26,6 @@ struct SchedStat {
 };
 [[nodiscard]] Result<SchedStat> parse_schedstat(std::string_view text);
 [[nodiscard]] Result<SchedStat> read_schedstat(const std::string& path);
-// The Cpus_allowed_list line of a /proc/.../status file, e.g. "0-1"; "" if unreadable.
-[[nodiscard]] std::string read_cpus_allowed(const std::string& status_path);
 
 struct VcpuStats {
     uint32_t id = 0;

@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "vmm/host/cpu_placement.hpp"
+
 namespace kiln {
 
 namespace {
@@ -70,6 +72,11 @@ void VcpuThread::run_loop() {
     sigaddset(&set, kick_signal());
     ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
     tid_.store(::gettid(), std::memory_order_release);
+    if (auto pinned = host::pin_task(0, cpus_); !pinned) {
+        ctx_.exits.request_exit({ExitReason::HostError, 0, fmt::format("vcpu{}: {}", vcpu_.id(), pinned.error().message())});
+        keep_final_stats();
+        return;
+    }
     run_until_end();
     // /proc/self/task/TID goes away with the thread: take its last figures now.
     keep_final_stats();
@@ -78,10 +85,10 @@ void VcpuThread::run_loop() {
 void VcpuThread::keep_final_stats() {
     const pid_t tid = tid_.load(std::memory_order_acquire);
     auto sched = read_schedstat(fmt::format("/proc/self/task/{}/schedstat", tid));
-    auto cpus = read_cpus_allowed(fmt::format("/proc/self/task/{}/status", tid));
+    auto cpus = host::read_cpus_allowed(0, tid);
     std::lock_guard lk(stats_mu_);
     if (sched) final_sched_ = *sched;
-    final_cpus_ = std::move(cpus);
+    if (cpus) final_cpus_ = cpus->to_string();
 }
 
 VcpuStats VcpuThread::stats() const {
@@ -96,7 +103,7 @@ VcpuStats VcpuThread::stats() const {
         } else if (s.tid != 0) {
             // Still running (or ending right now: then the figures are simply zero).
             if (auto live = read_schedstat(fmt::format("/proc/self/task/{}/schedstat", s.tid))) s.sched = *live;
-            s.cpus_allowed = read_cpus_allowed(fmt::format("/proc/self/task/{}/status", s.tid));
+            if (auto cpus = host::read_cpus_allowed(0, s.tid)) s.cpus_allowed = cpus->to_string();
         }
     }
     if (kvm_stats_) {

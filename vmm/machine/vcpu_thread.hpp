@@ -10,6 +10,7 @@
 
 #include "vmm/base/vm_exit.hpp"
 #include "vmm/bus/bus.hpp"
+#include "vmm/host/cpu_set.hpp"
 #include "vmm/kvm/kvm_stats.hpp"
 #include "vmm/kvm/vcpu.hpp"
 #include "vmm/machine/run_stats.hpp"
@@ -27,9 +28,10 @@ struct VcpuContext {
 
 class VcpuThread {
 public:
-    // `kvm_stats`: KVM's counters for this vCPU, when the kernel offers them.
-    VcpuThread(Vcpu vcpu, VcpuContext ctx, std::optional<KvmStats> kvm_stats = std::nullopt)
-        : vcpu_(std::move(vcpu)), ctx_(ctx), kvm_stats_(std::move(kvm_stats)) {}
+    // `cpus`: where the thread runs (it pins itself as it starts). `kvm_stats`: KVM's
+    // counters for this vCPU, when the kernel offers them.
+    VcpuThread(Vcpu vcpu, VcpuContext ctx, host::CpuSet cpus, std::optional<KvmStats> kvm_stats = std::nullopt)
+        : vcpu_(std::move(vcpu)), ctx_(ctx), cpus_(cpus), kvm_stats_(std::move(kvm_stats)) {}
     ~VcpuThread() { join(); }
     VcpuThread(const VcpuThread&) = delete;
     VcpuThread& operator=(const VcpuThread&) = delete;
@@ -64,6 +66,7 @@ private:
     std::mutex thread_mu_; // kick() vs join(): never signal a joined thread
     bool joined_ = false;
 
+    host::CpuSet cpus_;
     std::optional<KvmStats> kvm_stats_;
     std::atomic<pid_t> tid_{0};
     mutable std::mutex stats_mu_;

@@ -1,0 +1,192 @@
+// Placement on the real host: vCPU threads pinned as --vcpu-affinity / --numa-node say,
+// disk workers on the I/O CPUs, guest memory bound to the node, and the cpuset kiln was
+// started in respected. Checked from outside the running kiln, as an operator would:
+// /proc/PID/task/TID/status (Cpus_allowed_list) and /proc/PID/numa_maps.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "tests/support/files.hpp"
+#include "tests/support/process.hpp"
+
+using namespace kiln::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// kiln run ... in the background, so its threads can be inspected while the guest runs.
+class Background {
+public:
+    explicit Background(std::vector<std::string> args, std::vector<std::string> prefix = {}) {
+        std::vector<std::string> argv = std::move(prefix);
+        argv.push_back(KILN_BIN);
+        argv.insert(argv.end(), args.begin(), args.end());
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            int null = ::open("/dev/null", O_RDWR);
+            ::dup2(null, 0);
+            ::dup2(null, 1);
+            std::vector<char*> c;
+            for (auto& a : argv) c.push_back(a.data());
+            c.push_back(nullptr);
+            ::execvp(c[0], c.data());
+            ::_exit(127);
+        }
+    }
+    ~Background() {
+        if (pid_ > 0 && !reaped_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+    Background(const Background&) = delete;
+    Background& operator=(const Background&) = delete;
+
+    [[nodiscard]] pid_t pid() const { return pid_; }
+    int wait() {
+        int st = 0;
+        ::waitpid(pid_, &st, 0);
+        reaped_ = true;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
+
+    // Thread name -> Cpus_allowed_list, once every name in `want` exists (or 10 s pass).
+    std::map<std::string, std::string> threads(const std::vector<std::string>& want) const {
+        std::map<std::string, std::string> out;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (std::chrono::steady_clock::now() < deadline) {
+            out.clear();
+            std::error_code ec;
+            for (const auto& t : fs::directory_iterator(fmt::format("/proc/{}/task", pid_), ec)) {
+                std::string name = read_text(t.path() / "comm");
+                if (!name.empty() && name.back() == '\n') name.pop_back();
+                const std::string status = read_text(t.path() / "status");
+                const auto at = status.find("Cpus_allowed_list:");
+                if (at == std::string::npos) continue;
+                const auto b = status.find_first_not_of(" \t", at + 18);
+                out[name] = status.substr(b, status.find('\n', b) - b);
+            }
+            bool all = true;
+            for (const auto& w : want) all = all && out.count(w);
+            if (all) return out;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        return out;
+    }
+
+private:
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+};
+
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+    std::vector<int> cpus;
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &set)) cpus.push_back(i);
+    return cpus;
+}
+
+} // namespace
+
+TEST_CASE("placement: --vcpu-affinity pins each vCPU thread, disk workers stay on the I/O CPUs") {
+    const auto cpus = allowed_cpus();
+    if (cpus.size() < 2) {
+        MESSAGE("needs two CPUs");
+        return;
+    }
+    ScratchDir dir;
+    const std::string disk = dir / "d.raw";
+    write_bytes(disk, std::vector<uint8_t>(1 << 20, 0));
+    const int a = cpus[0], b = cpus[1];
+    Background kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--vcpu-affinity",
+                     fmt::format("0={},1={}", b, a), "--disk", "path=" + disk, "--cmdline",
+                     "job=blk-bench pattern=randread qd=4 seconds=2"});
+    const auto t = kiln.threads({"vcpu0", "vcpu1", "blk0-q0"});
+    std::string names;
+    for (const auto& [n, c] : t) names += n + "=" + c + " ";
+    CAPTURE(names);
+    REQUIRE(t.count("vcpu0"));
+    REQUIRE(t.count("vcpu1"));
+    CHECK(t.at("vcpu0") == std::to_string(b));
+    CHECK(t.at("vcpu1") == std::to_string(a));
+    // The queue worker starts from vcpu0's thread at DRIVER_OK, yet does not inherit
+    // its pinning: it runs on the I/O CPUs (all allowed CPUs here).
+    REQUIRE(t.count("blk0-q0"));
+    CHECK(t.at("blk0-q0") == fmt::format("{}-{}", cpus.front(), cpus.back()));
+    CHECK(kiln.wait() == 0);
+}
+
+TEST_CASE("placement: --numa-node 0 pins vCPUs one per node CPU and binds guest memory to the node") {
+    ScratchDir dir;
+    const std::string cpulist = read_text("/sys/devices/system/node/node0/cpulist");
+    REQUIRE_FALSE(cpulist.empty());
+    const auto cpus = allowed_cpus();
+    Background kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--numa-node", "0",
+                     "--cmdline", "job=memfill mib=32 hold=3"});
+    const auto t = kiln.threads({"vcpu0", "vcpu1"});
+    REQUIRE(t.count("vcpu0"));
+    REQUIRE(t.count("vcpu1"));
+    if (cpus.size() >= 2) {
+        CHECK(t.at("vcpu0") == std::to_string(cpus[0]));
+        CHECK(t.at("vcpu1") == std::to_string(cpus[1]));
+    }
+    // Give memfill time to touch its 32 MiB, then count the node-0 pages under bind:0.
+    uint64_t bound_pages = 0;
+    for (int i = 0; i < 100 && bound_pages < 8192; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        bound_pages = 0;
+        std::istringstream maps(read_text(fmt::format("/proc/{}/numa_maps", kiln.pid())));
+        for (std::string line; std::getline(maps, line);) {
+            if (line.find(" bind:0 ") == std::string::npos) continue;
+            const auto n0 = line.find(" N0=");
+            if (n0 != std::string::npos) bound_pages += std::stoull(line.substr(n0 + 4));
+        }
+    }
+    CHECK(bound_pages >= 8192); // 32 MiB of 4 KiB pages, all on node 0 under MPOL_BIND
+    CHECK(kiln.wait() == 0);
+}
+
+TEST_CASE("placement: kiln stays inside the cpuset it was started in, and a request outside it is one line") {
+    const auto cpus = allowed_cpus();
+    if (cpus.size() < 2) {
+        MESSAGE("needs two CPUs");
+        return;
+    }
+    const int last = cpus.back();
+    // No flags under `taskset -c LAST`: both vCPUs may run only there.
+    Background kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--cmdline",
+                     "job=memfill mib=1 hold=2"},
+                    {"taskset", "-c", std::to_string(last)});
+    const auto t = kiln.threads({"vcpu0", "vcpu1"});
+    REQUIRE(t.count("vcpu0"));
+    CHECK(t.at("vcpu0") == std::to_string(last));
+    CHECK(t.at("vcpu1") == std::to_string(last));
+    CHECK(kiln.wait() == 0);
+
+    auto r = run_process({"taskset", "-c", std::to_string(last), KILN_BIN, "run", "--kernel", TESTGUEST_ELF,
+                          "--vcpu-affinity", fmt::format("0={}", cpus.front()), "--cmdline", "job=exit"});
+    CHECK(r.exit_code == 125);
+    CHECK(r.err == fmt::format("kiln: error: --vcpu-affinity: vCPU 0 -> CPU {} is outside the CPUs kiln may use "
+                               "({})\n",
+                               cpus.front(), last));
+    auto node = run_kiln({"run", "--kernel", TESTGUEST_ELF, "--numa-node", "7", "--cmdline", "job=exit"});
+    CHECK(node.exit_code == 125);
+    CHECK(node.err.find("--numa-node 7: the host has no NUMA node 7") != std::string::npos);
+}
