@@ -39,12 +39,6 @@ struct vblk_range {
 #define VBLK_S_BROKEN 0xfe       /* DEVICE_NEEDS_RESET, or a used entry that is no request */
 #define VBLK_TIMEOUT_MS 20000
 
-/* Exit statuses of the disk jobs, beyond EXIT_OK / EXIT_FAIL / EXIT_USAGE. */
-#define EXIT_IOERR 4             /* the device answered a request with an error status */
-#define EXIT_NODEV 5             /* no such disk, or it failed to initialise */
-#define EXIT_DEVICE_BROKEN 6     /* a request never completed, or DEVICE_NEEDS_RESET (or
-                                    a used entry that names no request) */
-
 struct vblk_req {
     uint32_t type;
     uint32_t reserved;
