@@ -32,6 +32,15 @@ uint16_t csum_fold(uint64_t sum)
     return (uint16_t)~sum;
 }
 
+bool csum_complete(uint8_t *p, uint32_t len, uint32_t start, uint32_t offset)
+{
+    if (start + offset + 2 > len || start + offset < start)
+        return false;
+    uint16_t c = csum_fold(csum_add(0, p + start, len - start));
+    put_csum(p + start + offset, c ? c : 0xffff);
+    return true;
+}
+
 bool parse_ipv4(const char *s, uint8_t out[4])
 {
     for (int i = 0; i < 4; i++) {

@@ -11,6 +11,13 @@ uint64_t csum_add(uint64_t sum, const void *p, size_t n);
  * checksum field) is intact. */
 uint16_t csum_fold(uint64_t sum);
 
+/* Completes a partial checksum (Linux's CHECKSUM_PARTIAL, virtio-net's NEEDS_CSUM):
+ * the field at start + offset holds the pseudo-header's sum (folded, not
+ * complemented); sums [start, len), field included, and stores the complement (0 as
+ * 0xffff: the same in ones' complement, and what UDP needs, where 0 means "none").
+ * False if the field lies beyond len. */
+bool csum_complete(uint8_t *p, uint32_t len, uint32_t start, uint32_t offset);
+
 /* Big-endian (network order) fields. */
 static inline uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline void put_be16(uint8_t *p, uint16_t v)

@@ -159,21 +159,6 @@ static bool rx_gather(struct vnet *n, unsigned more, uint32_t *len)
     return fits;
 }
 
-/* NEEDS_CSUM: the device left the checksum field at csum_start + csum_offset
- * holding the pseudo-header's sum (folded, not complemented), as Linux's
- * CHECKSUM_PARTIAL does; sum from csum_start to the end, field included, and store
- * the complement (5.1.6.4.1). 0 becomes 0xffff, the same value in ones' complement
- * and the one UDP needs (0 there means "no checksum"). */
-static bool complete_csum(struct vnet *n, const struct vnet_hdr *h, uint8_t *frame, uint32_t len)
-{
-    if ((uint32_t)h->csum_start + h->csum_offset + 2 > len)
-        return false;
-    uint16_t c = csum_fold(csum_add(0, frame + h->csum_start, len - h->csum_start));
-    put_csum(frame + h->csum_start + h->csum_offset, c ? c : 0xffff);
-    n->rx_csum_fixed++;
-    return true;
-}
-
 uint8_t *vnet_rx(struct vnet *n, uint32_t *len)
 {
     if (n->nheld) {
@@ -209,9 +194,13 @@ uint8_t *vnet_rx(struct vnet *n, uint32_t *len)
                 continue;
             }
         }
-        if ((h.flags & HDR_F_NEEDS_CSUM) && !complete_csum(n, &h, frame, flen)) {
-            n->rx_bad++;
-            continue;
+        /* NEEDS_CSUM: the device left only the pseudo-header's sum in the field (5.1.6.4.1). */
+        if (h.flags & HDR_F_NEEDS_CSUM) {
+            if (!csum_complete(frame, flen, h.csum_start, h.csum_offset)) {
+                n->rx_bad++;
+                continue;
+            }
+            n->rx_csum_fixed++;
         }
         /* DATA_VALID is ignored: the jobs check what they use. */
         n->rx_frames++;
