@@ -80,8 +80,8 @@ int job_blk_info(void)
             continue;
         kprintf("blk-info: disk=%u base=0x%lx sectors=%lu blk_size=%u features=0x%lx read_only=%u event_idx=%u "
                 "flush=%u queue=%u queue_size=%u num_queues=%u\n",
-                i, d.base, d.capacity, d.blk_size, d.features, d.read_only, d.event_idx,
-                (d.features & VBLK_F_FLUSH) != 0, d.queue, d.qsize, d.num_queues);
+                i, d.base, d.capacity, d.blk_size, d.features, d.read_only, d.q.event_idx,
+                (d.features & VBLK_F_FLUSH) != 0, d.q.index, d.q.qsize, d.num_queues);
         ok++;
     }
     kprintf("blk-info: %u disk(s)\n", ok);

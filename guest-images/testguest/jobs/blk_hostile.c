@@ -31,9 +31,9 @@ static int run_case(struct vblk *d, uint32_t type, uint64_t sector, void *buf, u
 {
     vblk_submit(d, 0, type, sector, buf, len);
     if (tweak) {
-        d->avail_idx--; /* take the entry back: the tweak edits the chain first */
+        d->q.avail_idx--; /* take the entry back: the tweak edits the chain first */
         tweak(d, arg);
-        vblk_publish_raw(d, 0);
+        vq_publish(&d->q, 0);
     }
     uint8_t st;
     vblk_kick(d);
@@ -42,27 +42,27 @@ static int run_case(struct vblk *d, uint32_t type, uint64_t sector, void *buf, u
     return d->status[0];
 }
 
-static void data_addr(struct vblk *d, void *addr) { d->desc[1].addr = (uint64_t)addr; }
-static void data_len(struct vblk *d, void *len) { d->desc[1].len = *(uint32_t *)len; }
+static void data_addr(struct vblk *d, void *addr) { d->q.desc[1].addr = (uint64_t)addr; }
+static void data_len(struct vblk *d, void *len) { d->q.desc[1].len = *(uint32_t *)len; }
 static void loop_chain(struct vblk *d, void *unused)
 {
     (void)unused;
-    d->desc[1].next = 0; /* data -> header -> data -> ... */
+    d->q.desc[1].next = 0; /* data -> header -> data -> ... */
 }
 static void next_out_of_range(struct vblk *d, void *unused)
 {
     (void)unused;
-    d->desc[1].next = (uint16_t)(d->qsize + 7);
+    d->q.desc[1].next = (uint16_t)(d->q.qsize + 7);
 }
 static void short_header(struct vblk *d, void *unused)
 {
     (void)unused;
-    d->desc[0].len = 4;
+    d->q.desc[0].len = 4;
 }
 static void status_readonly(struct vblk *d, void *unused)
 {
     (void)unused;
-    d->desc[2].flags = 0; /* the status byte the device may not write */
+    d->q.desc[2].flags = 0; /* the status byte the device may not write */
 }
 
 int job_blk_hostile(void)
@@ -104,15 +104,15 @@ int job_blk_hostile(void)
 
     /* A ring that cannot be trusted: the available index runs ahead by more than the
      * queue size. The device must give up on the queue and ask for a reset. */
-    d.avail[1] = (uint16_t)(d.avail_idx + d.qsize + 5);
-    vblk_notify(&d);
+    d.q.avail[1] = (uint16_t)(d.q.avail_idx + d.q.qsize + 5);
+    vq_notify(&d.q);
     uint32_t dev = 0;
     for (uint64_t end = rdtsc() + tsc_from_ms(2000); rdtsc() < end;) {
-        dev = vblk_device_status(&d);
-        if (dev & VBLK_DEVICE_NEEDS_RESET)
+        dev = vmmio_status(d.base);
+        if (dev & VIRTIO_S_NEEDS_RESET)
             break;
     }
-    report("available index far ahead of the ring", dev & VBLK_DEVICE_NEEDS_RESET, "device status", (int)dev);
+    report("available index far ahead of the ring", dev & VIRTIO_S_NEEDS_RESET, "device status", (int)dev);
 
     /* And the device recovers after a reset. */
     struct vblk again;

@@ -22,6 +22,9 @@ static const struct job jobs[] = {
     { "blk-hostile", "disk=I", job_blk_hostile },
     { "blk-zero", "disk=I sector=S count=C unmap=0|1", job_blk_zero },
     { "blk-discard", "disk=I sector=S count=C", job_blk_discard },
+    { "net-echo", "ip=A.B.C.D seconds=S rxbuf=BYTES", job_net_echo },
+    { "net-bench", "mode=tx ip=A.B.C.D dst=A.B.C.D:PORT dstmac=MAC size=BYTES sport=P seconds=S wait=W | "
+                   "mode=rx ip=A.B.C.D port=P seconds=S wait=W seq=0|1", job_net_bench },
 };
 
 const struct job *job_find(const char *name)

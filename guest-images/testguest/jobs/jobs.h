@@ -32,3 +32,5 @@ int job_blk_bench(void);
 int job_blk_hostile(void);
 int job_blk_zero(void);
 int job_blk_discard(void);
+int job_net_echo(void);
+int job_net_bench(void);

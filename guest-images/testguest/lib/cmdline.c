@@ -29,6 +29,18 @@ bool cmdline_get(const char *p, const char *key, char *out, size_t outsz, bool *
     return found;
 }
 
+int digit_value(char c, unsigned base)
+{
+    int d = -1;
+    if (c >= '0' && c <= '9')
+        d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+        d = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+        d = c - 'A' + 10;
+    return d >= 0 && (unsigned)d < base ? d : -1;
+}
+
 bool parse_u64(const char *s, uint64_t *out)
 {
     unsigned base = 10;
@@ -40,16 +52,10 @@ bool parse_u64(const char *s, uint64_t *out)
         return false;
     uint64_t v = 0;
     for (; *s; s++) {
-        unsigned d;
-        if (*s >= '0' && *s <= '9')
-            d = (unsigned)(*s - '0');
-        else if (base == 16 && *s >= 'a' && *s <= 'f')
-            d = (unsigned)(*s - 'a' + 10);
-        else if (base == 16 && *s >= 'A' && *s <= 'F')
-            d = (unsigned)(*s - 'A' + 10);
-        else
+        int d = digit_value(*s, base);
+        if (d < 0)
             return false;
-        if (v > (UINT64_MAX - d) / base)
+        if (v > (UINT64_MAX - (unsigned)d) / base)
             return false;
         v = v * base + d;
     }

@@ -12,3 +12,5 @@ bool cmdline_get(const char *cmdline, const char *key, char *out, size_t outsz, 
 
 /* Decimal, or hex with 0x. Rejects empty strings, junk and overflow. */
 bool parse_u64(const char *s, uint64_t *out);
+/* The value of digit c in `base` (up to 16), or -1. */
+int digit_value(char c, unsigned base);

@@ -10,6 +10,11 @@ NORETURN void user_main(void);
 #define EXIT_FAIL 1      /* the job ran and its check failed */
 #define EXIT_USAGE 2     /* bad command line / request does not fit */
 #define EXIT_EXCEPTION 3 /* unexpected CPU exception (reported by ring 0) */
+/* The device jobs (blk-*, net-*). */
+#define EXIT_IOERR 4         /* a disk answered a request with an error status */
+#define EXIT_NODEV 5         /* no such device, or it failed to initialise */
+#define EXIT_DEVICE_BROKEN 6 /* a request never completed, DEVICE_NEEDS_RESET, or the
+                                device returned garbage (a used entry that names no request) */
 
 /* Writes the status to the debug-exit port 0x501; if that returns, halts. */
 NORETURN void guest_exit(int status);

@@ -5,10 +5,10 @@
  *
  * Devices come from the `virtio_mmio.device=SIZE@BASE:IRQ` command-line words
  * (Linux's syntax), in order; vblk_open(i) takes the i-th one whose DeviceID
- * is 2 (block). Memory for the rings, headers and data buffers comes from the
- * RAM above the guest image (identity-mapped, so addresses are physical). */
+ * is 2 (block). The transport and the ring are virtio_mmio.c's. */
 #pragma once
 #include "lib/types.h"
+#include "virtio/virtio_mmio.h"
 
 #define VBLK_SECTOR 512
 #define VBLK_MAX_INFLIGHT 64
@@ -39,12 +39,6 @@ struct vblk_range {
 #define VBLK_S_BROKEN 0xfe       /* DEVICE_NEEDS_RESET, or a used entry that is no request */
 #define VBLK_TIMEOUT_MS 20000
 
-/* Exit statuses of the disk jobs, beyond EXIT_OK / EXIT_FAIL / EXIT_USAGE. */
-#define EXIT_IOERR 4             /* the device answered a request with an error status */
-#define EXIT_NODEV 5             /* no such disk, or it failed to initialise */
-#define EXIT_DEVICE_BROKEN 6     /* a request never completed, or DEVICE_NEEDS_RESET (or
-                                    a used entry that names no request) */
-
 struct vblk_req {
     uint32_t type;
     uint32_t reserved;
@@ -57,46 +51,26 @@ struct vblk {
     uint64_t features;           /* negotiated */
     uint32_t blk_size;
     uint16_t num_queues;         /* the device's */
-    uint16_t queue;              /* the one queue this driver uses */
-    uint16_t qsize;
-    bool read_only, event_idx;
-    /* The split ring (each part in its own page). */
-    volatile struct vring_desc *desc;
-    volatile uint16_t *avail;    /* flags, idx, ring[qsize], used_event */
-    volatile uint32_t *used;     /* flags|idx, then {id, len} pairs, then avail_event */
-    uint16_t avail_idx, used_idx;
-    uint16_t kicked;             /* avail_idx at the last vblk_kick() */
+    bool read_only;
+    struct vq q;                 /* the one queue this driver uses (q.index) */
     /* Per-slot request headers and status bytes. */
     struct vblk_req *hdr;
     volatile uint8_t *status;
     unsigned slots;              /* requests that fit (qsize / 3, at most VBLK_MAX_INFLIGHT) */
 };
 
-struct vring_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags;
-    uint16_t next;
-};
-
-/* Memory for DMA: `size` bytes aligned to `align` above the guest image, never
- * freed. 0 when RAM runs out. */
-void *dma_alloc(uint64_t size, uint64_t align);
-
 /* Finds and initialises block device `index`. Prints why on failure. */
 bool vblk_open(unsigned index, struct vblk *d);
 /* The same on queue `queue` of the device (< its num_queues) instead of queue 0. */
 bool vblk_open_queue(unsigned index, uint16_t queue, struct vblk *d);
-/* How many virtio-mmio words the command line has. */
-unsigned vmmio_count(void);
-/* How many of them are block devices (what disk=I counts). */
+/* How many of the command line's virtio-mmio devices are block devices (what disk=I counts). */
 unsigned vblk_count(void);
 
 /* Queues request `slot` (< d->slots): `type` at `sector`, data [buf, +len)
  * (len 0: no data descriptor). Returns false if the slot is out of range. */
 void vblk_submit(struct vblk *d, unsigned slot, uint32_t type, uint64_t sector, void *buf, uint32_t len);
 /* Tells the device about submitted requests, if it wants to know (EVENT_IDX). */
-void vblk_kick(struct vblk *d);
+static inline void vblk_kick(struct vblk *d) { vq_kick(&d->q); }
 /* Waits for the next completion (kicking first, if submissions are pending and
  * the used ring is empty): its slot, and its status in *status. Returns -1 with
  * VBLK_S_TIMEOUT after VBLK_TIMEOUT_MS, or VBLK_S_BROKEN when the device sets
@@ -108,10 +82,5 @@ uint8_t vblk_io(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint3
 const char *vblk_status_name(uint8_t status);
 
 /* For job=blk-hostile, which breaks the rules on purpose: put descriptor `head` on
- * the available ring as it is (no checks), and read the device status register. */
-void vblk_publish_raw(struct vblk *d, uint16_t head);
-uint32_t vblk_device_status(const struct vblk *d);
-void vblk_notify(struct vblk *d); /* QueueNotify, whatever EVENT_IDX says */
-#define VBLK_DESC_F_NEXT 1
-#define VBLK_DESC_F_WRITE 2
-#define VBLK_DEVICE_NEEDS_RESET 64
+ * the available ring as it is (no checks) with vq_publish(&d->q, head), notify with
+ * vq_notify(&d->q) whatever EVENT_IDX says, read the device status with vmmio_status(). */
