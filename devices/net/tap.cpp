@@ -4,6 +4,7 @@
 #include <linux/ethtool.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
+#include <fstream>
 #include <net/if.h> // ifreq, if_nametoindex (glibc's; not together with <linux/if.h>)
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -166,6 +167,13 @@ Result<Tap> Tap::open(const Options& o) {
     return tap;
 }
 
+bool Tap::is_multi_queue(const std::string& name) {
+    std::ifstream in("/sys/class/net/" + name + "/tun_flags");
+    unsigned long flags = 0;
+    if (!(in >> std::hex >> flags)) return false;
+    return flags & IFF_MULTI_QUEUE;
+}
+
 Result<void> Tap::set_vnet_header_size(int bytes) {
     for (auto& f : fds_)
         if (::ioctl(f.get(), TUNSETVNETHDRSZ, &bytes) != 0)
@@ -178,6 +186,24 @@ Result<void> Tap::set_offload(unsigned tun_flags) {
         if (::ioctl(f.get(), TUNSETOFFLOAD, static_cast<unsigned long>(tun_flags)) != 0)
             return fail_errno(fmt::format("TAP '{}': setting offloads {:#x}", name_, tun_flags));
     return {};
+}
+
+Result<void> Tap::set_queue_enabled(size_t q, bool enabled) {
+    if (fds_.size() < 2) return {}; // a single-queue TAP has nothing to steer
+    ifreq ifr{};
+    ifr.ifr_flags = enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+    // EINVAL: the queue is in that state already.
+    if (::ioctl(fds_.at(q).get(), TUNSETQUEUE, &ifr) != 0 && errno != EINVAL)
+        return fail_errno(fmt::format("TAP '{}': {} queue {}", name_, enabled ? "attaching" : "detaching", q));
+    return {};
+}
+
+Result<uint32_t> Tap::mtu() const {
+    auto sock = KILN_TRY(control_socket());
+    ifreq ifr{};
+    copy_name(ifr.ifr_name, name_);
+    if (::ioctl(sock.get(), SIOCGIFMTU, &ifr) != 0) return fail_errno(fmt::format("TAP '{}': reading its MTU", name_));
+    return static_cast<uint32_t>(ifr.ifr_mtu);
 }
 
 } // namespace kiln::net

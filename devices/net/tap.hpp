@@ -44,6 +44,9 @@ public:
     // asked, enslaves it to the bridge. One clear line on failure: /dev/net/tun missing,
     // the name in use by something that is not a TAP, no permission, no such bridge.
     [[nodiscard]] static Result<Tap> open(const Options& options);
+    // Whether an existing TAP was made with multi_queue (/sys/class/net/NAME/tun_flags);
+    // false when that cannot be read.
+    [[nodiscard]] static bool is_multi_queue(const std::string& name);
 
     [[nodiscard]] const std::string& name() const { return name_; }
     [[nodiscard]] bool created() const { return created_; }
@@ -55,6 +58,12 @@ public:
     [[nodiscard]] Result<void> set_vnet_header_size(int bytes);
     // TUN_F_* flags (checksum, TSO4/6, ECN, UFO) the guest can take in received frames.
     [[nodiscard]] Result<void> set_offload(unsigned tun_flags);
+    // Multi-queue TAPs: whether the kernel steers frames to queue `q` (TUNSETQUEUE). A
+    // queue pair the guest does not use must be detached, or the frames the kernel
+    // hashes to it would wait there for ever.
+    [[nodiscard]] Result<void> set_queue_enabled(size_t q, bool enabled);
+    // The interface's MTU (SIOCGIFMTU).
+    [[nodiscard]] Result<uint32_t> mtu() const;
 
 private:
     Tap() = default;

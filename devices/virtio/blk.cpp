@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 #include "devices/virtio/spec.hpp"
+#include "devices/virtio/worker_thread.hpp"
 
 namespace kiln::virtio {
 namespace {
@@ -64,23 +65,7 @@ public:
         slots_ = std::make_unique<Slot[]>(vq_.size());
         free_.reserve(vq_.size());
         for (uint32_t i = vq_.size(); i-- > 0;) free_.push_back(i);
-        // The ring is made on the worker thread itself: with SINGLE_ISSUER and
-        // DEFER_TASKRUN only that thread may use it, and completions are then run when
-        // it asks for them, not by interrupting it (fewer wake-ups per request).
-        std::promise<Result<void>> ready;
-        auto started = ready.get_future();
-        thread_ = std::thread([this, name = std::move(thread_name), &ready] {
-            ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
-            // Before the ring exists: its kernel workers take this thread's affinity.
-            Result<void> r = {};
-            if (cpus_) {
-                if (const int e = ::pthread_setaffinity_np(::pthread_self(), sizeof *cpus_, &*cpus_); e != 0)
-                    r = fail_errno("pinning the queue worker to the I/O CPUs", e);
-            }
-            if (r) r = init_ring();
-            const bool ok = r.has_value();
-            ready.set_value(std::move(r));
-            if (!ok) return;
+        return start_worker(thread_, std::move(thread_name), cpus_, [this] { return init_ring(); }, [this] {
             run();
             // Drop the ring's references to the disk's files now, on the ring's own
             // thread: closing a ring releases them from a kernel worker some time later,
@@ -88,9 +73,6 @@ public:
             // same image would be refused.
             if (files_registered_) io_uring_unregister_files(&ring_);
         });
-        auto r = started.get();
-        if (!r) thread_.join();
-        return r;
     }
 
     [[nodiscard]] Result<void> init_ring() {

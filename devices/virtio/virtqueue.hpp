@@ -70,6 +70,11 @@ public:
     // DEVICE_NEEDS_RESET. `why` says what was wrong.
     [[nodiscard]] Pop pop(Chain& out, const char** why = nullptr);
 
+    // Gives back the last `n` chains popped and not yet used, so the next pop() takes
+    // them again (walked and checked afresh). For a device that popped buffers to see
+    // whether a packet fits and found it does not (virtio-net RX).
+    void unpop(uint16_t n) { last_avail_ = static_cast<uint16_t>(last_avail_ - n); }
+
     // Puts a finished chain on the used ring (`written`: bytes the device wrote).
     void push_used(uint16_t head, uint32_t written);
 

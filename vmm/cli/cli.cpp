@@ -108,6 +108,15 @@ Options:
                        snapshot=on: writes go to a temporary overlay, discarded
                        when kiln ends however it ends; FILE is only read.
                        cache=none opens the files O_DIRECT (default writeback).
+  --net SPEC           a virtio-net NIC on a TAP (repeatable):
+                         tap=NAME[,mac=MAC][,queues=N][,mtu=N]   an existing TAP
+                         tap=auto[,bridge=BR][,mac=MAC][,queues=N][,mtu=N]
+                       tap=auto: kiln creates a TAP (kiln0, kiln1, ...), adds it
+                       to BR if given, and it is gone when kiln ends, however it
+                       ends. queues: queue pairs (default one per vCPU; 1 for an
+                       existing TAP made without multi_queue). mac: default
+                       derived from --name, so a named VM keeps its MAC
+  --name NAME          the VM's name (logs; the seed of generated MACs)
   --acpi on|off        ACPI tables for the guest (default on)
   --dtb                also pass a device tree (SETUP_DTB; bzImage kernels)
   --paging MODE        ept (or npt), shadow or any (default): refuse to run on a
@@ -221,6 +230,11 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
             else cfg.fail_on = v;
         } else if (flag == "--disk") {
             cfg.disks.push_back(KILN_TRY(block::parse_disk_spec(KILN_TRY(value()))));
+        } else if (flag == "--net") {
+            cfg.nets.push_back(KILN_TRY(net::parse_net_spec(KILN_TRY(value()))));
+        } else if (flag == "--name") {
+            cfg.name = KILN_TRY(value());
+            if (cfg.name.empty()) return fail("--name needs a name");
         } else if (flag == "--acpi") {
             const auto v = KILN_TRY(value());
             if (v != "on" && v != "off") return fail("--acpi: '{}' is not on or off", v);

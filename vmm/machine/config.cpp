@@ -18,8 +18,8 @@ Result<void> MachineConfig::validate() const {
     if (cpus == 0) return fail("--cpus must be at least 1");
     if (cpus > firmware::Platform::kMaxCpus)
         return fail("--cpus {} is above the {} vCPUs Kiln supports (xAPIC IDs)", cpus, firmware::Platform::kMaxCpus);
-    if (disks.size() > layout::kVirtioMmioMaxDevices)
-        return fail("{} disks: at most {} virtio devices fit the machine", disks.size(),
+    if (disks.size() + nets.size() > layout::kVirtioMmioMaxDevices)
+        return fail("{} disks and {} NICs: at most {} virtio devices fit the machine", disks.size(), nets.size(),
                     layout::kVirtioMmioMaxDevices);
     if (console.kind == ConsoleConfig::Kind::File && console.path.empty())
         return fail("--console file: needs a path (file:PATH)");

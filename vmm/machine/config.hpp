@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "devices/block/disk.hpp"
+#include "devices/net/net_spec.hpp"
 #include "vmm/base/result.hpp"
 #include "vmm/base/size.hpp"
 #include "vmm/host/cpu_placement.hpp"
@@ -26,6 +27,9 @@ struct ConsoleConfig {
 inline constexpr const char* kDefaultFailOn = R"(Kernel panic - not syncing|\bOops\b|BUG: kernel NULL pointer)";
 
 struct MachineConfig {
+    // --name: for logs, and the seed of generated MAC addresses (stable per name).
+    // Empty: "kiln-PID".
+    std::string name;
     std::string kernel_path;
     std::string initrd_path;    // empty: none
     std::string cmdline;
@@ -45,6 +49,8 @@ struct MachineConfig {
 
     // virtio-blk disks, in order: virtio-mmio slots 0, 1, ... (layout.hpp).
     std::vector<block::DiskSpec> disks;
+    // virtio-net NICs on TAPs, in order, in the virtio-mmio slots after the disks.
+    std::vector<net::NetSpec> nets;
     // How the guest finds its devices. The `virtio_mmio.device=` words are always added
     // to the command line when there are virtio devices; ACPI tables (for stock distro
     // kernels) unless `acpi` is off; a device tree as SETUP_DTB with `dtb` (bzImage only).

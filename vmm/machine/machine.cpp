@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "devices/virtio/blk.hpp"
+#include "devices/virtio/net.hpp"
 #include "firmware/acpi.hpp"
 #include "firmware/fdt.hpp"
 #include "firmware/virtio_mmio_cmdline.hpp"
@@ -84,6 +85,18 @@ Result<void> Machine::build() {
     std::vector<std::unique_ptr<block::DiskImage>> images;
     for (size_t i = 0; i < cfg_.disks.size(); ++i)
         images.push_back(KILN_TRY_CTX(block::open_disk(cfg_.disks[i]), "--disk {}", i));
+
+    // TAPs too: a missing TAP or bridge, or no permission, fails before KVM is touched.
+    std::vector<net::Tap> taps;
+    for (size_t i = 0; i < cfg_.nets.size(); ++i) {
+        const auto& spec = cfg_.nets[i];
+        // One queue pair per vCPU by default; an existing TAP made without multi_queue
+        // has room for one.
+        uint16_t queues = spec.queues;
+        if (queues == 0)
+            queues = spec.tap.empty() || net::Tap::is_multi_queue(spec.tap) ? static_cast<uint16_t>(cfg_.cpus) : 1;
+        taps.push_back(KILN_TRY_CTX(net::Tap::open({spec.tap, queues, spec.bridge}), "--net {}", i));
+    }
 
     auto plan = KILN_TRY(MemoryPlan::for_ram_size(cfg_.memory_bytes));
     if (uint64_t host = host_memory_bytes(); host && cfg_.memory_bytes > host)
@@ -164,6 +177,7 @@ Result<void> Machine::build() {
         const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(blk->name())));
         KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(blk)));
     }
+    KILN_TRY(add_nics(std::move(taps)));
     cmdline_ = cfg_.cmdline;
     if (const auto words = firmware::virtio_mmio_cmdline(platform_); !words.empty())
         cmdline_ += cmdline_.empty() ? words : " " + words;
@@ -202,6 +216,21 @@ Result<void> Machine::build() {
             kvm_stats ? std::optional<KvmStats>(std::move(*kvm_stats)) : std::nullopt));
     }
     KILN_TRY(setup_input());
+    return {};
+}
+
+Result<void> Machine::add_nics(std::vector<net::Tap> taps) {
+    const std::string vm = cfg_.name.empty() ? fmt::format("kiln-{}", ::getpid()) : cfg_.name;
+    for (size_t i = 0; i < taps.size(); ++i) {
+        const auto& spec = cfg_.nets[i];
+        const auto mac = spec.mac.value_or(net::MacAddress::for_vm(fmt::format("{}/net{}", vm, i)));
+        virtio::VirtioNet::Options opt{fmt::format("virtio-net{}", i), mac, spec.mtu, placement_.io_cpus.to_cpu_set()};
+        auto nic = KILN_TRY_CTX(virtio::VirtioNet::create(std::move(taps[i]), std::move(opt)), "--net {}", i);
+        spdlog::info("net {}: TAP {}{}, MAC {}, {} queue pair(s)", i, nic->tap().name(),
+                     nic->tap().created() ? " (created, removed at exit)" : "", mac.to_string(), nic->pairs());
+        const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(nic->name())));
+        KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(nic)));
+    }
     return {};
 }
 

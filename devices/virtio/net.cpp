@@ -1,0 +1,615 @@
+#include "devices/virtio/net.hpp"
+
+#include <cstddef>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <thread>
+
+#include <liburing.h>
+#include <spdlog/spdlog.h>
+
+#include "devices/virtio/net_spec.hpp"
+#include "devices/virtio/spec.hpp"
+#include "devices/virtio/worker_thread.hpp"
+#include "vmm/base/event_fd.hpp"
+
+namespace kiln::virtio {
+
+namespace {
+
+// The virtio-net header of virtio 1.x (struct virtio_net_hdr_v1: num_buffers included,
+// with or without MRG_RXBUF). The TAP is told the same size, so a frame's header passes
+// between guest and TAP unchanged.
+using netspec::kHdrSize;
+constexpr size_t kNumBuffersOffset = netspec::kHdrNumBuffers;
+
+// RX bounce buffers: reads in flight per queue pair, each big enough for a 64 KiB GSO
+// frame with its header.
+constexpr uint32_t kRxReads = 4;
+constexpr uint32_t kRxBufferSize = 65536 + kHdrSize + 64;
+// TX: descriptors of one frame (Linux sends a header and up to 18 fragments).
+constexpr uint32_t kMaxTxSegments = 64;
+// Guest buffers one RX frame may take (MRG_RXBUF: a 64 KiB frame in 1.5 KiB buffers
+// needs 44).
+constexpr uint32_t kMaxRxSegments = 256;
+// How long a worker watches the rings before it sleeps on its eventfds (see blk.cpp).
+constexpr auto kIdlePoll = std::chrono::microseconds(30);
+
+constexpr uint64_t kTagPoll = 1ULL << 63;
+constexpr uint64_t kTagRxKick = kTagPoll | 1, kTagTxKick = kTagPoll | 2, kTagCtrlKick = kTagPoll | 3,
+                   kTagStop = kTagPoll | 4, kTagWake = kTagPoll | 5, kTagCancel = kTagPoll | 6;
+constexpr uint64_t kTagRead = 1ULL << 62;  // | bounce buffer index
+constexpr uint64_t kTagWrite = 1ULL << 61; // | TX slot index
+
+template <class T>
+void put_le(std::vector<uint8_t>& buf, size_t off, T v) {
+    std::memcpy(buf.data() + off, &v, sizeof v); // x86-64 is little-endian, like virtio 1.x
+}
+
+// Copies `n` bytes from the segments of a chain into `out` (device-readable parts only).
+size_t gather(std::span<const Segment> segs, uint8_t* out, size_t n) {
+    size_t done = 0;
+    for (const auto& s : segs) {
+        if (done == n) break;
+        const size_t take = std::min<size_t>(s.len, n - done);
+        std::memcpy(out + done, s.host, take);
+        done += take;
+    }
+    return done;
+}
+
+} // namespace
+
+// One RX/TX queue pair (and, for pair 0, the control queue): its own thread, io_uring
+// ring and TAP queue fd. The only thread that touches its queues.
+class NetQueuePair {
+public:
+    struct Queues {
+        Virtqueue* rx = nullptr;
+        int rx_kick = -1;
+        Virtqueue* tx = nullptr;
+        int tx_kick = -1;
+        Virtqueue* ctrl = nullptr; // pair 0 only, when the driver negotiated CTRL_VQ
+        int ctrl_kick = -1;
+    };
+
+    NetQueuePair(VirtioNet& dev, uint16_t index, int tap_fd, Queues q, bool mrg_rxbuf, Interrupt& irq,
+                 NetCounters& counters, std::optional<cpu_set_t> cpus)
+        : dev_(dev), index_(index), tap_fd_(tap_fd), q_(q), mrg_rxbuf_(mrg_rxbuf), irq_(irq), counters_(counters),
+          cpus_(cpus) {}
+    ~NetQueuePair() {
+        stop();
+        if (ring_ready_) io_uring_queue_exit(&ring_);
+    }
+    NetQueuePair(const NetQueuePair&) = delete;
+    NetQueuePair& operator=(const NetQueuePair&) = delete;
+
+    [[nodiscard]] Result<void> start(std::string thread_name, bool enabled) {
+        enabled_.store(enabled, std::memory_order_relaxed);
+        stop_fd_.emplace(KILN_TRY(EventFd::create()));
+        wake_fd_.emplace(KILN_TRY(EventFd::create()));
+        // Preallocated once: nothing on the packet path allocates.
+        rx_buffers_ = std::make_unique<RxBuffer[]>(kRxReads);
+        for (uint32_t i = 0; i < kRxReads; ++i) rx_buffers_[i].data = std::make_unique<uint8_t[]>(kRxBufferSize);
+        const uint32_t tx_slots = q_.tx ? q_.tx->size() : 0;
+        tx_slots_ = std::make_unique<TxSlot[]>(std::max<uint32_t>(tx_slots, 1));
+        for (uint32_t i = tx_slots; i-- > 0;) tx_free_.push_back(i);
+        return start_worker(thread_, std::move(thread_name), cpus_, [this] { return init_ring(); }, [this] { run(); });
+    }
+
+    void stop() {
+        if (!thread_.joinable()) return;
+        stop_fd_->signal();
+        thread_.join();
+    }
+
+    // Whether this pair reads from its TAP queue (the driver's VQ_PAIRS_SET).
+    void set_enabled(bool on) {
+        enabled_.store(on, std::memory_order_release);
+        if (wake_fd_) wake_fd_->signal();
+    }
+
+private:
+    struct RxBuffer {
+        std::unique_ptr<uint8_t[]> data;
+        uint32_t len = 0;
+        bool in_flight = false;
+    };
+    struct TxSlot {
+        uint16_t head = 0;
+        uint32_t bytes = 0;
+        std::array<iovec, kMaxTxSegments> iov;
+    };
+    struct RxTarget { // one guest buffer chain taken for the frame being delivered
+        uint16_t head = 0;
+        uint32_t first_seg = 0, segs = 0, capacity = 0;
+    };
+
+    [[nodiscard]] Result<void> init_ring() {
+        const unsigned entries = 2 * (kRxReads + (q_.tx ? q_.tx->size() : 1u)) + 8;
+        int rc = io_uring_queue_init(entries, &ring_, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+        if (rc == -EINVAL) rc = io_uring_queue_init(entries, &ring_, 0);
+        if (rc < 0) return fail_errno("io_uring_queue_init", -rc);
+        ring_ready_ = true;
+        return {};
+    }
+
+    io_uring_sqe* next_sqe() {
+        for (;;) {
+            if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) return sqe;
+            io_uring_submit(&ring_);
+        }
+    }
+
+    void arm_poll(int fd, uint64_t tag) {
+        io_uring_sqe* sqe = next_sqe();
+        io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+        io_uring_sqe_set_data64(sqe, tag);
+    }
+
+    void run();
+    void on_cqe(const io_uring_cqe& cqe);
+    void rearm_kick(const io_uring_cqe& cqe, int fd, uint64_t tag);
+    void issue_reads();
+    void deliver_rx();
+    [[nodiscard]] bool deliver_frame(const RxBuffer& b);
+    void serve_tx();
+    void finish_tx(uint32_t slot, int result);
+    void serve_ctrl();
+    [[nodiscard]] bool poll_rings();
+    [[nodiscard]] bool work_waiting() const;
+    void queue_broken(const char* which, const char* why);
+    void interrupt_if_needed();
+
+    VirtioNet& dev_;
+    uint16_t index_;
+    int tap_fd_;
+    Queues q_;
+    bool mrg_rxbuf_;
+    Interrupt& irq_;
+    NetCounters& counters_;
+    std::optional<cpu_set_t> cpus_;
+    std::atomic<bool> enabled_{true};
+    std::optional<EventFd> stop_fd_, wake_fd_;
+    io_uring ring_{};
+    bool ring_ready_ = false;
+    bool stopping_ = false, broken_ = false;
+    std::unique_ptr<RxBuffer[]> rx_buffers_;
+    // Bounce buffers holding frames, in arrival order: a fixed ring (no allocation).
+    std::array<uint32_t, kRxReads> rx_ready_{};
+    uint32_t rx_ready_head_ = 0, rx_ready_count_ = 0;
+    uint32_t reads_in_flight_ = 0;
+    bool rx_starved_ = false; // a frame waits for guest buffers
+    std::unique_ptr<TxSlot[]> tx_slots_;
+    std::vector<uint32_t> tx_free_;
+    uint32_t tx_in_flight_ = 0;
+    bool delivered_ = false;
+    std::array<Segment, kMaxRxSegments> rx_segs_{};
+    std::array<RxTarget, kMaxRxSegments> rx_targets_{};
+    std::thread thread_;
+    Chain chain_; // scratch for pop(): 4 KiB, so not on the stack
+};
+
+void NetQueuePair::run() {
+    arm_poll(stop_fd_->get(), kTagStop);
+    arm_poll(wake_fd_->get(), kTagWake);
+    if (q_.rx) arm_poll(q_.rx_kick, kTagRxKick);
+    if (q_.tx) arm_poll(q_.tx_kick, kTagTxKick);
+    if (q_.ctrl) arm_poll(q_.ctrl_kick, kTagCtrlKick);
+    for (;;) {
+        if (!stopping_ && !broken_) {
+            if (q_.ctrl) serve_ctrl();
+            serve_tx();
+            deliver_rx();
+            issue_reads();
+        }
+        interrupt_if_needed();
+        if (stopping_ && reads_in_flight_ == 0 && tx_in_flight_ == 0) break;
+        const bool serving = !stopping_ && !broken_;
+        if (serving && delivered_) {
+            // The guest usually answers within microseconds (a reply, more buffers):
+            // watching the rings a moment catches that without a kick and a wake-up.
+            delivered_ = false;
+            io_uring_submit(&ring_);
+            if (poll_rings()) continue;
+        }
+        // Publish avail_event on the rings whose kicks we wait for; a buffer that
+        // slipped in meanwhile is served first.
+        if (serving) {
+            bool more = q_.tx && q_.tx->prepare_to_sleep();
+            if (q_.rx && rx_starved_) more = q_.rx->prepare_to_sleep() || more;
+            if (more) continue;
+        }
+        int rc = io_uring_submit_and_wait(&ring_, 1);
+        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+            spdlog::error("virtio-net queue pair {}: io_uring: {}", index_, std::strerror(-rc));
+            break;
+        }
+        unsigned head, seen = 0;
+        io_uring_cqe* cqe;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            ++seen;
+            on_cqe(*cqe);
+        }
+        io_uring_cq_advance(&ring_, seen);
+    }
+}
+
+void NetQueuePair::rearm_kick(const io_uring_cqe& cqe, int fd, uint64_t tag) {
+    uint64_t n;
+    [[maybe_unused]] auto r = ::read(fd, &n, sizeof n); // non-blocking eventfd
+    if (!(cqe.flags & IORING_CQE_F_MORE)) arm_poll(fd, tag);
+}
+
+void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
+    const uint64_t tag = io_uring_cqe_get_data64(&cqe);
+    switch (tag) {
+    case kTagStop:
+        stopping_ = true;
+        if (reads_in_flight_ > 0) {
+            // Reads wait for frames that may never come: cancel them.
+            io_uring_sqe* sqe = next_sqe();
+            io_uring_prep_cancel_fd(sqe, tap_fd_, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, kTagCancel);
+        }
+        return;
+    case kTagCancel: return;
+    case kTagWake: rearm_kick(cqe, wake_fd_->get(), kTagWake); return;
+    case kTagRxKick: rearm_kick(cqe, q_.rx_kick, kTagRxKick); return;
+    case kTagTxKick: rearm_kick(cqe, q_.tx_kick, kTagTxKick); return;
+    case kTagCtrlKick: rearm_kick(cqe, q_.ctrl_kick, kTagCtrlKick); return;
+    default: break;
+    }
+    if (tag & kTagRead) {
+        const auto i = static_cast<uint32_t>(tag & ~kTagRead);
+        RxBuffer& b = rx_buffers_[i];
+        b.in_flight = false;
+        --reads_in_flight_;
+        if (cqe.res > static_cast<int>(kHdrSize)) {
+            b.len = static_cast<uint32_t>(cqe.res);
+            rx_ready_[(rx_ready_head_ + rx_ready_count_++) % kRxReads] = i;
+        } else if (cqe.res < 0 && cqe.res != -EAGAIN && cqe.res != -EINTR && cqe.res != -ECANCELED) {
+            spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
+        }
+    } else if (tag & kTagWrite) {
+        finish_tx(static_cast<uint32_t>(tag & ~kTagWrite), cqe.res);
+    }
+}
+
+// Keeps every free bounce buffer reading from the TAP, unless frames already wait for
+// guest buffers: then the TAP's own (bounded) queue holds the rest.
+void NetQueuePair::issue_reads() {
+    if (!q_.rx || stopping_ || !enabled_.load(std::memory_order_acquire) || rx_ready_count_ != 0) return;
+    for (uint32_t i = 0; i < kRxReads; ++i) {
+        RxBuffer& b = rx_buffers_[i];
+        if (b.in_flight) continue;
+        io_uring_sqe* sqe = next_sqe();
+        io_uring_prep_read(sqe, tap_fd_, b.data.get(), kRxBufferSize, 0);
+        io_uring_sqe_set_data64(sqe, kTagRead | i);
+        b.in_flight = true;
+        ++reads_in_flight_;
+    }
+}
+
+void NetQueuePair::deliver_rx() {
+    while (rx_ready_count_ != 0) {
+        const RxBuffer& b = rx_buffers_[rx_ready_[rx_ready_head_]];
+        if (!deliver_frame(b)) {
+            rx_starved_ = true; // waits for the guest's next RX kick
+            return;
+        }
+        rx_ready_head_ = (rx_ready_head_ + 1) % kRxReads;
+        --rx_ready_count_;
+    }
+    rx_starved_ = false;
+}
+
+// Copies one frame into the guest's RX buffers. False when the guest has not posted
+// enough buffers yet (nothing is consumed then); a frame that can never fit (larger
+// than every buffer without MRG_RXBUF) is dropped and counted.
+bool NetQueuePair::deliver_frame(const RxBuffer& b) {
+    uint32_t targets = 0, segs = 0, capacity = 0;
+    while (capacity < b.len) {
+        if (targets == kMaxRxSegments || (!mrg_rxbuf_ && targets == 1)) {
+            // Buffers too small for this frame, however many the guest posts.
+            q_.rx->unpop(static_cast<uint16_t>(targets));
+            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+            return true;
+        }
+        const char* why = nullptr;
+        switch (q_.rx->pop(chain_, &why)) {
+        case Virtqueue::Pop::Empty: q_.rx->unpop(static_cast<uint16_t>(targets)); return false;
+        case Virtqueue::Pop::QueueBroken:
+            q_.rx->unpop(static_cast<uint16_t>(targets));
+            queue_broken("RX", why);
+            return true;
+        case Virtqueue::Pop::Chain: break;
+        }
+        RxTarget& t = rx_targets_[targets++];
+        t = {chain_.head, segs, 0, 0};
+        for (const Segment& s : chain_.view()) {
+            // Only device-writable buffers take data; a chain that is broken or has a
+            // readable part is returned empty below.
+            if (chain_.broken || !s.writable || segs == kMaxRxSegments) {
+                t.capacity = 0;
+                t.segs = 0;
+                segs = t.first_seg;
+                break;
+            }
+            rx_segs_[segs++] = s;
+            ++t.segs;
+            t.capacity += s.len;
+        }
+        if (t.capacity < kHdrSize) {
+            // Unusable buffer (malformed, or too small for even the header): give it
+            // back empty and keep looking.
+            spdlog::debug("virtio-net: RX buffer {} is unusable ({})", t.head,
+                          chain_.broken ? chain_.broken : "too small or not device-writable");
+            q_.rx->push_used(t.head, 0);
+            delivered_ = true;
+            segs = t.first_seg;
+            --targets;
+            continue;
+        }
+        capacity += t.capacity;
+    }
+    // Copy: the header first (num_buffers set), then the payload across the buffers.
+    const uint8_t* src = b.data.get();
+    uint32_t left = b.len;
+    for (uint32_t k = 0; k < targets; ++k) {
+        const RxTarget& t = rx_targets_[k];
+        uint32_t written = 0;
+        for (uint32_t j = 0; j < t.segs && left > 0; ++j) {
+            const Segment& s = rx_segs_[t.first_seg + j];
+            const uint32_t n = std::min(s.len, left);
+            std::memcpy(s.host, src, n);
+            src += n;
+            left -= n;
+            written += n;
+        }
+        if (k == 0) {
+            // num_buffers: the chains this frame took (1 without MRG_RXBUF).
+            const auto nb = static_cast<uint16_t>(targets);
+            std::memcpy(rx_segs_[t.first_seg].host + kNumBuffersOffset, &nb, sizeof nb);
+        }
+        q_.rx->push_used(t.head, written);
+    }
+    delivered_ = true;
+    counters_.rx_packets.fetch_add(1, std::memory_order_relaxed);
+    counters_.rx_bytes.fetch_add(b.len - kHdrSize, std::memory_order_relaxed);
+    return true;
+}
+
+void NetQueuePair::serve_tx() {
+    if (!q_.tx) return;
+    while (!tx_free_.empty()) {
+        const char* why = nullptr;
+        switch (q_.tx->pop(chain_, &why)) {
+        case Virtqueue::Pop::Empty: return;
+        case Virtqueue::Pop::QueueBroken: queue_broken("TX", why); return;
+        case Virtqueue::Pop::Chain: break;
+        }
+        const char* bad = chain_.broken;
+        uint32_t bytes = 0;
+        if (!bad && chain_.count > kMaxTxSegments) bad = "more than 64 descriptors";
+        for (uint32_t i = 0; !bad && i < chain_.count; ++i) {
+            if (chain_.segments[i].writable) bad = "a device-writable descriptor in a TX chain";
+            bytes += chain_.segments[i].len;
+        }
+        if (!bad && bytes <= kHdrSize) bad = "shorter than the virtio-net header";
+        if (!bad && bytes > kRxBufferSize) bad = "longer than 64 KiB";
+        if (bad) {
+            spdlog::debug("virtio-net: TX chain {} dropped: {}", chain_.head, bad);
+            counters_.tx_errors.fetch_add(1, std::memory_order_relaxed);
+            q_.tx->push_used(chain_.head, 0);
+            delivered_ = true;
+            continue;
+        }
+        const uint32_t slot = tx_free_.back();
+        tx_free_.pop_back();
+        TxSlot& s = tx_slots_[slot];
+        s.head = chain_.head;
+        s.bytes = bytes;
+        for (uint32_t i = 0; i < chain_.count; ++i) s.iov[i] = {chain_.segments[i].host, chain_.segments[i].len};
+        io_uring_sqe* sqe = next_sqe();
+        io_uring_prep_writev(sqe, tap_fd_, s.iov.data(), chain_.count, 0);
+        io_uring_sqe_set_data64(sqe, kTagWrite | slot);
+        ++tx_in_flight_;
+    }
+}
+
+void NetQueuePair::finish_tx(uint32_t slot, int result) {
+    TxSlot& s = tx_slots_[slot];
+    --tx_in_flight_;
+    if (result < 0) {
+        // The TAP refused the frame (a header the kernel rejects, an interface that is
+        // down): the frame is lost, as on a wire; the guest gets its buffer back.
+        spdlog::debug("virtio-net: TX to the TAP: {}", std::strerror(-result));
+        counters_.tx_errors.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        counters_.tx_packets.fetch_add(1, std::memory_order_relaxed);
+        counters_.tx_bytes.fetch_add(s.bytes - kHdrSize, std::memory_order_relaxed);
+    }
+    q_.tx->push_used(s.head, 0);
+    delivered_ = true;
+    tx_free_.push_back(slot);
+}
+
+// The control queue: {class, command} + data, then one device-writable ack byte.
+void NetQueuePair::serve_ctrl() {
+    for (;;) {
+        const char* why = nullptr;
+        switch (q_.ctrl->pop(chain_, &why)) {
+        case Virtqueue::Pop::Empty: return;
+        case Virtqueue::Pop::QueueBroken: queue_broken("control", why); return;
+        case Virtqueue::Pop::Chain: break;
+        }
+        uint8_t ack = netspec::kCtrlErr;
+        uint32_t readable = 0;
+        while (readable < chain_.count && !chain_.segments[readable].writable) ++readable;
+        const bool ack_ok = !chain_.broken && readable + 1 == chain_.count && chain_.segments[readable].len >= 1;
+        std::array<uint8_t, 4> cmd{};
+        const size_t got = gather({chain_.segments.data(), readable}, cmd.data(), cmd.size());
+        if (ack_ok && got >= 4 && cmd[0] == netspec::kCtrlClassMq && cmd[1] == netspec::kCtrlMqVqPairsSet) {
+            uint16_t pairs = 0;
+            std::memcpy(&pairs, cmd.data() + 2, sizeof pairs);
+            if (dev_.set_active_pairs(pairs)) ack = netspec::kCtrlOk;
+        }
+        if (ack_ok) {
+            *chain_.segments[readable].host = ack;
+            q_.ctrl->push_used(chain_.head, 1);
+        } else {
+            spdlog::debug("virtio-net: malformed control request {}", chain_.head);
+            q_.ctrl->push_used(chain_.head, 0);
+        }
+        delivered_ = true;
+    }
+}
+
+bool NetQueuePair::work_waiting() const {
+    if (q_.tx && !tx_free_.empty() && q_.tx->has_available()) return true;
+    if (q_.rx && rx_ready_count_ != 0 && q_.rx->has_available()) return true;
+    return q_.ctrl && q_.ctrl->has_available();
+}
+
+bool NetQueuePair::poll_rings() {
+    const auto until = std::chrono::steady_clock::now() + kIdlePoll;
+    do {
+        if (work_waiting()) return true;
+        __builtin_ia32_pause();
+    } while (std::chrono::steady_clock::now() < until);
+    return false;
+}
+
+void NetQueuePair::queue_broken(const char* which, const char* why) {
+    spdlog::warn("virtio-net: {} queue of pair {} stopped: {}", which, index_, why);
+    broken_ = true;
+    irq_.needs_reset();
+}
+
+void NetQueuePair::interrupt_if_needed() {
+    bool any = false;
+    if (q_.rx) any = q_.rx->needs_interrupt() || any;
+    if (q_.tx) any = q_.tx->needs_interrupt() || any;
+    if (q_.ctrl) any = q_.ctrl->needs_interrupt() || any;
+    if (any) irq_.used_buffers();
+}
+
+// ---------------------------------------------------------------------------------------
+
+VirtioNet::VirtioNet(net::Tap tap, Options options) : tap_(std::move(tap)), options_(std::move(options)) {}
+
+VirtioNet::~VirtioNet() { reset(); }
+
+Result<std::unique_ptr<VirtioNet>> VirtioNet::create(net::Tap tap, Options options) {
+    if (tap.queues() == 0) return fail("{}: a TAP without queues", options.name);
+    // Blocking fds: io_uring returns EAGAIN for reads on an O_NONBLOCK file instead of
+    // waiting for a frame (its own poll does the waiting).
+    for (size_t q = 0; q < tap.queues(); ++q) {
+        const int fl = ::fcntl(tap.fd(q), F_GETFL);
+        if (fl < 0 || ::fcntl(tap.fd(q), F_SETFL, fl & ~O_NONBLOCK) < 0)
+            return fail_errno(fmt::format("{}: making the TAP's queue {} blocking", options.name, q));
+    }
+    KILN_TRY_CTX(tap.set_vnet_header_size(static_cast<int>(kHdrSize)), "{}", options.name);
+    uint32_t mtu = options.mtu;
+    if (mtu == 0) mtu = KILN_TRY_CTX(tap.mtu(), "{}", options.name);
+    if (mtu < 68 || mtu > 65535) return fail("{}: MTU {} (68..65535)", options.name, mtu);
+    std::unique_ptr<VirtioNet> d(new VirtioNet(std::move(tap), std::move(options)));
+    d->options_.mtu = mtu;
+    // Offloads both ways: the TAP takes partial checksums and TSO frames from the guest
+    // (the kernel finishes them), and gives them to a guest that negotiated them.
+    d->features_ = feature(kFeatureVersion1) | feature(kFeatureEventIdx) | feature(kFeatureIndirectDesc) |
+                   feature(netspec::kMac) | feature(netspec::kStatus) | feature(netspec::kMtu) |
+                   feature(netspec::kMrgRxbuf) | feature(netspec::kCsum) | feature(netspec::kGuestCsum) |
+                   feature(netspec::kHostTso4) | feature(netspec::kHostTso6) |
+                   feature(netspec::kGuestTso4) | feature(netspec::kGuestTso6);
+    // MQ needs the control queue (the driver says there how many pairs it uses).
+    if (d->pairs() > 1) d->features_ |= feature(netspec::kMq) | feature(netspec::kCtrlVq);
+    auto& c = d->config_;
+    c.assign(netspec::kConfigSize, 0);
+    std::memcpy(c.data() + netspec::kConfigMac, d->options_.mac.bytes.data(), 6);
+    put_le<uint16_t>(c, netspec::kConfigStatus, netspec::kStatusLinkUp);
+    put_le<uint16_t>(c, netspec::kConfigMaxPairs, d->pairs());
+    put_le<uint16_t>(c, netspec::kConfigMtu, static_cast<uint16_t>(mtu));
+    return d;
+}
+
+uint16_t VirtioNet::num_queues() const {
+    // RX/TX per pair, plus the control queue when offered.
+    return static_cast<uint16_t>(2 * pairs() + (pairs() > 1 ? 1 : 0));
+}
+
+void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < config_.size() ? config_[offset + i] : 0;
+}
+
+void VirtioNet::write_config(uint64_t, std::span<const uint8_t>) {
+    // The MAC is writable only in legacy devices; virtio 1.x config is read-only here.
+}
+
+Result<void> VirtioNet::activate(const GuestMemory&, uint64_t features, std::span<const QueueBinding> queues,
+                                 Interrupt& irq) {
+    reset();
+    std::lock_guard lk(pairs_mu_);
+    unsigned offload = 0;
+    if (features & feature(netspec::kGuestCsum)) {
+        offload |= TUN_F_CSUM;
+        if (features & feature(netspec::kGuestTso4)) offload |= TUN_F_TSO4;
+        if (features & feature(netspec::kGuestTso6)) offload |= TUN_F_TSO6;
+    }
+    KILN_TRY_CTX(tap_.set_offload(offload), "{}", options_.name);
+    const bool mq = features & feature(netspec::kMq);
+    const bool ctrl = features & feature(netspec::kCtrlVq);
+    const bool mrg = features & feature(netspec::kMrgRxbuf);
+    // Without MQ the driver uses pair 0 only; with it, one pair until it says more.
+    const uint16_t usable = mq ? pairs() : 1;
+    const size_t ctrl_index = mq ? 2u * pairs() : 2u; // virtio 1.2, 5.1.2
+    const auto binding = [&](size_t i) { return i < queues.size() ? queues[i] : QueueBinding{}; };
+    for (uint16_t p = 0; p < pairs(); ++p) {
+        KILN_TRY_CTX(tap_.set_queue_enabled(p, p == 0), "{}", options_.name);
+        if (p >= usable) continue;
+        NetQueuePair::Queues q{binding(2u * p).queue, binding(2u * p).kick_fd, binding(2u * p + 1).queue,
+                               binding(2u * p + 1).kick_fd};
+        if (p == 0 && ctrl) {
+            q.ctrl = binding(ctrl_index).queue;
+            q.ctrl_kick = binding(ctrl_index).kick_fd;
+        }
+        auto w = std::make_unique<NetQueuePair>(*this, p, tap_.fd(p), q, mrg, irq, counters_, options_.worker_cpus);
+        const std::string prefix = options_.name.starts_with("virtio-") ? options_.name.substr(7) : options_.name;
+        KILN_TRY_CTX(w->start(fmt::format("{}-q{}", prefix, p), p == 0), "{} queue pair {}", options_.name, p);
+        workers_.push_back(std::move(w));
+    }
+    return {};
+}
+
+bool VirtioNet::set_active_pairs(uint16_t n) {
+    std::lock_guard lk(pairs_mu_);
+    if (n < 1 || n > workers_.size()) return false;
+    for (uint16_t p = 0; p < workers_.size(); ++p) {
+        if (auto r = tap_.set_queue_enabled(p, p < n); !r) {
+            spdlog::warn("{}: {}", options_.name, r.error().message());
+            return false;
+        }
+        workers_[p]->set_enabled(p < n);
+    }
+    return true;
+}
+
+void VirtioNet::reset() {
+    std::vector<std::unique_ptr<NetQueuePair>> old;
+    {
+        std::lock_guard lk(pairs_mu_);
+        old.swap(workers_);
+    }
+    for (auto& w : old) w->stop(); // outside the lock: pair 0 may be in set_active_pairs
+}
+
+} // namespace kiln::virtio
