@@ -18,31 +18,13 @@
 #include <vector>
 
 #include "devices/net/tap.hpp"
+#include "netns_thread.hpp"
 #include "test_firmware_acpi_tools.hpp"
 
 using namespace kiln;
 using namespace kiln::net;
 
 namespace {
-
-// Runs `body` on a thread in a fresh network namespace; what it returns (a list of
-// failed expectations) is checked here, on doctest's thread.
-std::vector<std::string> in_netns(const std::function<void(std::vector<std::string>&)>& body, bool* ran) {
-    std::vector<std::string> failures;
-    *ran = false;
-    std::thread t([&] {
-        if (::unshare(CLONE_NEWNET) != 0) return; // no CAP_SYS_ADMIN: skipped
-        *ran = true;
-        body(failures);
-    });
-    t.join();
-    return failures;
-}
-
-#define EXPECT(cond)                                                                                              \
-    do {                                                                                                          \
-        if (!(cond)) f.push_back(std::string(#cond) + " (line " + std::to_string(__LINE__) + ")");               \
-    } while (0)
 
 bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
 
@@ -85,72 +67,56 @@ TEST_CASE("MAC addresses: parsing, formatting, and one stable address per VM nam
 }
 
 TEST_CASE("TAP: created, multiqueue, up, with a virtio-net header and offloads - gone with its fds") {
-    bool ran = false;
-    auto failures = in_netns(
-        [](std::vector<std::string>& f) {
-            std::string name;
-            {
-                auto t = Tap::open({"", 4, ""});
-                if (!t) {
-                    f.push_back("open: " + t.error().message());
-                    return;
-                }
-                name = t->name();
-                EXPECT(name.rfind("kiln", 0) == 0);
-                EXPECT(t->created());
-                EXPECT(t->queues() == 4);
-                EXPECT(::if_nametoindex(name.c_str()) != 0);
-                EXPECT(flags_of(name) & IFF_UP);
-                EXPECT(t->set_vnet_header_size(12).has_value());
-                int hdr = 0;
-                EXPECT(::ioctl(t->fd(3), TUNGETVNETHDRSZ, &hdr) == 0 && hdr == 12);
-                EXPECT(t->set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6).has_value());
-                // The name is taken now: a second VM asking for it by name gets the busy
-                // queue error only if it is single-queue; a new auto TAP gets another name.
-                auto other = Tap::open({"", 1, ""});
-                EXPECT(other && other->name() != name);
+    test::run_in_netns([](std::vector<std::string>& f) {
+        std::string name;
+        {
+            auto t = Tap::open({"", 4, ""});
+            if (!t) {
+                f.push_back("open: " + t.error().message());
+                return;
             }
-            EXPECT(::if_nametoindex(name.c_str()) == 0); // not persistent: gone with the fds
-        },
-        &ran);
-    if (!ran) {
-        MESSAGE("no CAP_SYS_ADMIN for a network namespace: TAP cases skipped");
-        return;
-    }
-    for (const auto& x : failures) FAIL_CHECK(x);
+            name = t->name();
+            EXPECT(name.rfind("kiln", 0) == 0);
+            EXPECT(t->created());
+            EXPECT(t->queues() == 4);
+            EXPECT(::if_nametoindex(name.c_str()) != 0);
+            EXPECT(flags_of(name) & IFF_UP);
+            EXPECT(t->set_vnet_header_size(12).has_value());
+            int hdr = 0;
+            EXPECT(::ioctl(t->fd(3), TUNGETVNETHDRSZ, &hdr) == 0 && hdr == 12);
+            EXPECT(t->set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6).has_value());
+            // The name is taken now: a second VM asking for it by name gets the busy
+            // queue error only if it is single-queue; a new auto TAP gets another name.
+            auto other = Tap::open({"", 1, ""});
+            EXPECT(other && other->name() != name);
+        }
+        EXPECT(::if_nametoindex(name.c_str()) == 0); // not persistent: gone with the fds
+    });
 }
 
 TEST_CASE("TAP: an existing TAP, a bridge, and one clear line for each mistake") {
-    bool ran = false;
-    auto failures = in_netns(
-        [](std::vector<std::string>& f) {
-            EXPECT(sh("ip tuntap add kt0 mode tap vnet_hdr"));
-            EXPECT(sh("ip tuntap add kt1 mode tap")); // single-queue
-            EXPECT(sh("ip link add kbr0 type bridge"));
-            {
-                auto t = Tap::open({"kt0", 1, "kbr0"});
-                EXPECT(t.has_value());
-                if (t) {
-                    EXPECT(!t->created());
-                    EXPECT(t->name() == "kt0");
-                    EXPECT(sh("test \"$(ip -o link show kt0 | grep -c 'master kbr0')\" = 1"));
-                }
+    test::run_in_netns([](std::vector<std::string>& f) {
+        EXPECT(sh("ip tuntap add kt0 mode tap vnet_hdr"));
+        EXPECT(sh("ip tuntap add kt1 mode tap")); // single-queue
+        EXPECT(sh("ip link add kbr0 type bridge"));
+        {
+            auto t = Tap::open({"kt0", 1, "kbr0"});
+            EXPECT(t.has_value());
+            if (t) {
+                EXPECT(!t->created());
+                EXPECT(t->name() == "kt0");
+                EXPECT(sh("test \"$(ip -o link show kt0 | grep -c 'master kbr0')\" = 1"));
             }
-            EXPECT(::if_nametoindex("kt0") != 0); // someone else's TAP stays
-            EXPECT(error_of({"nosuch0", 1, ""}).find("there is no TAP named 'nosuch0'") == 0);
-            EXPECT(error_of({"lo", 1, ""}) == "network interface 'lo' exists and is not a TAP");
-            EXPECT(error_of({"kt1", 2, ""}) == "TAP 'kt1' was made without multi_queue, which needs queues=2 "
-                                                "(recreate it with 'ip tuntap add kt1 mode tap multi_queue')");
-            EXPECT(Tap::open({"kt1", 1, ""}).has_value());
-            EXPECT(error_of({"", 1, "nobridge0"}) == "bridge 'nobridge0' does not exist");
-            EXPECT(error_of({"", 1, "lo"}) == "'lo' is a network interface but not a bridge");
-            EXPECT(error_of({"a-very-long-tap-name", 1, ""}).find("longer than 15 characters") != std::string::npos);
-            EXPECT(error_of({"", 0, ""}) == "a TAP with 0 queues (1..256)");
-        },
-        &ran);
-    if (!ran) {
-        MESSAGE("no CAP_SYS_ADMIN for a network namespace: TAP cases skipped");
-        return;
-    }
-    for (const auto& x : failures) FAIL_CHECK(x);
+        }
+        EXPECT(::if_nametoindex("kt0") != 0); // someone else's TAP stays
+        EXPECT(error_of({"nosuch0", 1, ""}).find("there is no TAP named 'nosuch0'") == 0);
+        EXPECT(error_of({"lo", 1, ""}) == "network interface 'lo' exists and is not a TAP");
+        EXPECT(error_of({"kt1", 2, ""}) == "TAP 'kt1' was made without multi_queue, which needs queues=2 "
+                                            "(recreate it with 'ip tuntap add kt1 mode tap multi_queue')");
+        EXPECT(Tap::open({"kt1", 1, ""}).has_value());
+        EXPECT(error_of({"", 1, "nobridge0"}) == "bridge 'nobridge0' does not exist");
+        EXPECT(error_of({"", 1, "lo"}) == "'lo' is a network interface but not a bridge");
+        EXPECT(error_of({"a-very-long-tap-name", 1, ""}).find("longer than 15 characters") != std::string::npos);
+        EXPECT(error_of({"", 0, ""}) == "a TAP with 0 queues (1..256)");
+    });
 }

@@ -12,6 +12,7 @@
 #include "devices/virtio/spec.hpp"
 #include "devices/virtio/virtqueue.hpp"
 #include "vmm/memory/layout.hpp"
+#include "virtio_driver.hpp"
 
 using namespace kiln;
 using namespace kiln::virtio;
@@ -35,12 +36,7 @@ struct Driver {
     uint16_t avail_idx = 0;
 
     void desc(uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next = 0) {
-        uint8_t d[16];
-        std::memcpy(d, &addr, 8);
-        std::memcpy(d + 8, &len, 4);
-        std::memcpy(d + 12, &flags, 2);
-        std::memcpy(d + 14, &next, 2);
-        REQUIRE(mem.write(GuestAddress(kDesc + 16 * i), d));
+        test::write_desc(mem, kDesc, i, addr, len, flags, next);
     }
     void publish(uint16_t head) {
         REQUIRE(mem.write_obj<uint16_t>(GuestAddress(kAvail + 4 + 2 * (avail_idx % size)), head));
