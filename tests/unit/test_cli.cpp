@@ -137,7 +137,7 @@ TEST_CASE("cli: disks and device discovery flags") {
     CHECK(error_of({"run", "--kernel", "k", "--disk", "path=a,cache=maybe"}).find("cache") != std::string::npos);
     std::vector<std::string> many{"run", "--kernel", "k"};
     for (int i = 0; i < 20; ++i) many.insert(many.end(), {"--disk", "scratch=1M"});
-    CHECK(error_of(many) == "20 disks: at most 19 virtio devices fit the machine");
+    CHECK(error_of(many) == "20 disks and 0 NICs: at most 19 virtio devices fit the machine");
 }
 
 TEST_CASE("cli: kiln disk create") {
