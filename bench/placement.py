@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from module import ModuleBench
+
 RATE_RE = re.compile(r"compute: iterations=(\d+) seconds=([0-9.]+) rate=(\d+) per_second")
 WALK_RE = re.compile(r"memwalk: steps=(\d+) seconds=([0-9.]+) rate=(\d+) per_second ns_per_step=([0-9.]+)")
 KSM = Path("/sys/kernel/mm/ksm")
@@ -56,17 +58,7 @@ def read_int(path):
     return int(Path(path).read_text().split()[0])
 
 
-class Bench:
-    def __init__(self, tools, arts, qemu, qemu_machine, qemu_common, seconds, runs):
-        self.t = tools  # run_once, median, log, fmt, ratio, describe_failure, tail
-        self.arts = arts
-        self.qemu = qemu
-        self.qemu_machine = qemu_machine
-        self.qemu_common = qemu_common
-        self.seconds = seconds
-        self.runs = runs
-        self.failed = False
-
+class Bench(ModuleBench):
     # -- helpers ------------------------------------------------------------------
     def kiln(self, cmdline, *extra, memory="512M"):
         return [str(self.arts["kiln"]), "run", "--kernel", str(self.arts["elf"]), "--memory", memory,
@@ -99,11 +91,6 @@ class Bench:
                 m = self.run(c, regex)
                 if m:
                     on_result(c, m)
-
-    def report_failures(self, contenders):
-        for c in contenders:
-            if c.get("failures"):
-                self.t.log(f"  ! {c['label']}: {len(c['failures'])} failed run(s), first: {c['failures'][0]}")
 
     def verdict(self, label, value, target, higher_is_better=True, unit="x"):
         ok = value is not None and (value >= target if higher_is_better else value <= target)

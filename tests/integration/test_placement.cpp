@@ -4,94 +4,23 @@
 // /proc/PID/task/TID/status (Cpus_allowed_list) and /proc/PID/numa_maps.
 #include <doctest/doctest.h>
 
+#include <sched.h>
+
 #include <chrono>
-#include <csignal>
-#include <filesystem>
-#include <fstream>
-#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 
+#include "tests/support/background.hpp"
 #include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
 
 using namespace kiln::test;
-namespace fs = std::filesystem;
 
 namespace {
-
-// kiln run ... in the background, so its threads can be inspected while the guest runs.
-class Background {
-public:
-    explicit Background(std::vector<std::string> args, std::vector<std::string> prefix = {}) {
-        std::vector<std::string> argv = std::move(prefix);
-        argv.push_back(KILN_BIN);
-        argv.insert(argv.end(), args.begin(), args.end());
-        pid_ = ::fork();
-        REQUIRE(pid_ >= 0);
-        if (pid_ == 0) {
-            int null = ::open("/dev/null", O_RDWR);
-            ::dup2(null, 0);
-            ::dup2(null, 1);
-            std::vector<char*> c;
-            for (auto& a : argv) c.push_back(a.data());
-            c.push_back(nullptr);
-            ::execvp(c[0], c.data());
-            ::_exit(127);
-        }
-    }
-    ~Background() {
-        if (pid_ > 0 && !reaped_) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-    Background(const Background&) = delete;
-    Background& operator=(const Background&) = delete;
-
-    [[nodiscard]] pid_t pid() const { return pid_; }
-    int wait() {
-        int st = 0;
-        ::waitpid(pid_, &st, 0);
-        reaped_ = true;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    }
-
-    // Thread name -> Cpus_allowed_list, once every name in `want` exists (or 10 s pass).
-    std::map<std::string, std::string> threads(const std::vector<std::string>& want) const {
-        std::map<std::string, std::string> out;
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (std::chrono::steady_clock::now() < deadline) {
-            out.clear();
-            std::error_code ec;
-            for (const auto& t : fs::directory_iterator(fmt::format("/proc/{}/task", pid_), ec)) {
-                std::string name = read_text(t.path() / "comm");
-                if (!name.empty() && name.back() == '\n') name.pop_back();
-                const std::string status = read_text(t.path() / "status");
-                const auto at = status.find("Cpus_allowed_list:");
-                if (at == std::string::npos) continue;
-                const auto b = status.find_first_not_of(" \t", at + 18);
-                out[name] = status.substr(b, status.find('\n', b) - b);
-            }
-            bool all = true;
-            for (const auto& w : want) all = all && out.count(w);
-            if (all) return out;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        return out;
-    }
-
-private:
-    pid_t pid_ = -1;
-    bool reaped_ = false;
-};
 
 std::vector<int> allowed_cpus() {
     cpu_set_t set;
@@ -115,9 +44,9 @@ TEST_CASE("placement: --vcpu-affinity pins each vCPU thread, disk workers stay o
     const std::string disk = dir / "d.raw";
     write_bytes(disk, std::vector<uint8_t>(1 << 20, 0));
     const int a = cpus[0], b = cpus[1];
-    Background kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--vcpu-affinity",
-                     fmt::format("0={},1={}", b, a), "--disk", "path=" + disk, "--cmdline",
-                     "job=blk-bench pattern=randread qd=4 seconds=2"});
+    Background kiln(kiln_argv({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2",
+                               "--vcpu-affinity", fmt::format("0={},1={}", b, a), "--disk", "path=" + disk,
+                               "--cmdline", "job=blk-bench pattern=randread qd=4 seconds=2"}));
     const auto t = kiln.threads({"vcpu0", "vcpu1", "blk0-q0"});
     std::string names;
     for (const auto& [n, c] : t) names += n + "=" + c + " ";
@@ -138,8 +67,8 @@ TEST_CASE("placement: --numa-node 0 pins vCPUs one per node CPU and binds guest 
     const std::string cpulist = read_text("/sys/devices/system/node/node0/cpulist");
     REQUIRE_FALSE(cpulist.empty());
     const auto cpus = allowed_cpus();
-    Background kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--numa-node", "0",
-                     "--cmdline", "job=memfill mib=32 hold=3"});
+    Background kiln(kiln_argv({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--numa-node",
+                               "0", "--cmdline", "job=memfill mib=32 hold=3"}));
     const auto t = kiln.threads({"vcpu0", "vcpu1"});
     REQUIRE(t.count("vcpu0"));
     REQUIRE(t.count("vcpu1"));
@@ -171,9 +100,9 @@ TEST_CASE("placement: kiln stays inside the cpuset it was started in, and a requ
     }
     const int last = cpus.back();
     // No flags under `taskset -c LAST`: both vCPUs may run only there.
-    Background kiln({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--cmdline",
-                     "job=memfill mib=1 hold=2"},
-                    {"taskset", "-c", std::to_string(last)});
+    Background kiln(kiln_argv({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--cpus", "2", "--cmdline",
+                               "job=memfill mib=1 hold=2"},
+                              {"taskset", "-c", std::to_string(last)}));
     const auto t = kiln.threads({"vcpu0", "vcpu1"});
     REQUIRE(t.count("vcpu0"));
     CHECK(t.at("vcpu0") == std::to_string(last));
