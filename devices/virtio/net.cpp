@@ -31,10 +31,10 @@ namespace {
 using netspec::kHdrSize;
 constexpr size_t kNumBuffersOffset = netspec::kHdrNumBuffers;
 
-// RX bounce buffers: reads in flight per queue pair, each big enough for a 64 KiB GSO
-// frame with its header.
-constexpr uint32_t kRxReads = 4;
-constexpr uint32_t kRxBufferSize = 65536 + kHdrSize + 64;
+// RX bounce buffers: reads in flight per queue pair. Each holds one frame with its
+// header: 64 KiB when the guest takes GSO frames, else the MTU's worth (rx_buffer_size).
+constexpr uint32_t kRxReads = 32;
+constexpr uint32_t kMaxFrame = 65536 + kHdrSize + 64;
 // TX: descriptors of one frame (Linux sends a header and up to 18 fragments).
 constexpr uint32_t kMaxTxSegments = 64;
 // Guest buffers one RX frame may take (MRG_RXBUF: a 64 KiB frame in 1.5 KiB buffers
@@ -45,7 +45,8 @@ constexpr auto kIdlePoll = std::chrono::microseconds(30);
 
 constexpr uint64_t kTagPoll = 1ULL << 63;
 constexpr uint64_t kTagRxKick = kTagPoll | 1, kTagTxKick = kTagPoll | 2, kTagCtrlKick = kTagPoll | 3,
-                   kTagStop = kTagPoll | 4, kTagWake = kTagPoll | 5, kTagCancel = kTagPoll | 6;
+                   kTagStop = kTagPoll | 4, kTagWake = kTagPoll | 5, kTagCancel = kTagPoll | 6,
+                   kTagTapReadable = kTagPoll | 7;
 constexpr uint64_t kTagRead = 1ULL << 62;  // | bounce buffer index
 constexpr uint64_t kTagWrite = 1ULL << 61; // | TX slot index
 
@@ -81,10 +82,11 @@ public:
         int ctrl_kick = -1;
     };
 
-    NetQueuePair(VirtioNet& dev, uint16_t index, int tap_fd, Queues q, bool mrg_rxbuf, Interrupt& irq,
-                 NetCounters& counters, std::optional<cpu_set_t> cpus)
-        : dev_(dev), index_(index), tap_fd_(tap_fd), q_(q), mrg_rxbuf_(mrg_rxbuf), irq_(irq), counters_(counters),
-          cpus_(cpus) {}
+    // `rx_buffer`: the largest frame the TAP will hand over, header included.
+    NetQueuePair(VirtioNet& dev, uint16_t index, int tap_fd, Queues q, bool mrg_rxbuf, uint32_t rx_buffer,
+                 Interrupt& irq, NetCounters& counters, std::optional<cpu_set_t> cpus)
+        : dev_(dev), index_(index), tap_fd_(tap_fd), q_(q), mrg_rxbuf_(mrg_rxbuf), rx_buffer_size_(rx_buffer),
+          irq_(irq), counters_(counters), cpus_(cpus) {}
     ~NetQueuePair() {
         stop();
         if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -98,7 +100,7 @@ public:
         wake_fd_.emplace(KILN_TRY(EventFd::create()));
         // Preallocated once: nothing on the packet path allocates.
         rx_buffers_ = std::make_unique<RxBuffer[]>(kRxReads);
-        for (uint32_t i = 0; i < kRxReads; ++i) rx_buffers_[i].data = std::make_unique<uint8_t[]>(kRxBufferSize);
+        for (uint32_t i = 0; i < kRxReads; ++i) rx_buffers_[i].data = std::make_unique<uint8_t[]>(rx_buffer_size_);
         const uint32_t tx_slots = q_.tx ? q_.tx->size() : 0;
         tx_slots_ = std::make_unique<TxSlot[]>(std::max<uint32_t>(tx_slots, 1));
         for (uint32_t i = tx_slots; i-- > 0;) tx_free_.push_back(i);
@@ -121,7 +123,8 @@ private:
     struct RxBuffer {
         std::unique_ptr<uint8_t[]> data;
         uint32_t len = 0;
-        bool in_flight = false;
+        bool in_flight = false; // a read into it is queued
+        bool held = false;      // it holds a frame not yet given to the guest
     };
     struct TxSlot {
         uint16_t head = 0;
@@ -156,6 +159,7 @@ private:
     }
 
     void run();
+    void reap(); // handles every completion there is, without waiting
     void on_cqe(const io_uring_cqe& cqe);
     void rearm_kick(const io_uring_cqe& cqe, int fd, uint64_t tag);
     void issue_reads();
@@ -174,6 +178,7 @@ private:
     int tap_fd_;
     Queues q_;
     bool mrg_rxbuf_;
+    uint32_t rx_buffer_size_;
     Interrupt& irq_;
     NetCounters& counters_;
     std::optional<cpu_set_t> cpus_;
@@ -187,7 +192,11 @@ private:
     std::array<uint32_t, kRxReads> rx_ready_{};
     uint32_t rx_ready_head_ = 0, rx_ready_count_ = 0;
     uint32_t reads_in_flight_ = 0;
-    bool rx_starved_ = false; // a frame waits for guest buffers
+    bool rx_starved_ = false;  // a frame waits for guest buffers
+    bool tap_readable_ = true; // the TAP may have frames (until a read says EAGAIN)
+    struct {
+        uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+    } local_; // this round's counts, added to counters_ in interrupt_if_needed()
     std::unique_ptr<TxSlot[]> tx_slots_;
     std::vector<uint32_t> tx_free_;
     uint32_t tx_in_flight_ = 0;
@@ -204,7 +213,9 @@ void NetQueuePair::run() {
     if (q_.rx) arm_poll(q_.rx_kick, kTagRxKick);
     if (q_.tx) arm_poll(q_.tx_kick, kTagTxKick);
     if (q_.ctrl) arm_poll(q_.ctrl_kick, kTagCtrlKick);
+    if (q_.rx) arm_poll(tap_fd_, kTagTapReadable);
     for (;;) {
+        reap();
         if (!stopping_ && !broken_) {
             if (q_.ctrl) serve_ctrl();
             serve_tx();
@@ -215,8 +226,9 @@ void NetQueuePair::run() {
         if (stopping_ && reads_in_flight_ == 0 && tx_in_flight_ == 0) break;
         const bool serving = !stopping_ && !broken_;
         if (serving && delivered_) {
-            // The guest usually answers within microseconds (a reply, more buffers):
-            // watching the rings a moment catches that without a kick and a wake-up.
+            // The guest usually answers within microseconds (a reply, more buffers), and
+            // a busy TAP has the next frame ready: watching both a moment catches that
+            // without a kick and a wake-up.
             delivered_ = false;
             io_uring_submit(&ring_);
             if (poll_rings()) continue;
@@ -233,14 +245,17 @@ void NetQueuePair::run() {
             spdlog::error("virtio-net queue pair {}: io_uring: {}", index_, std::strerror(-rc));
             break;
         }
-        unsigned head, seen = 0;
-        io_uring_cqe* cqe;
-        io_uring_for_each_cqe(&ring_, head, cqe) {
-            ++seen;
-            on_cqe(*cqe);
-        }
-        io_uring_cq_advance(&ring_, seen);
     }
+}
+
+void NetQueuePair::reap() {
+    unsigned head, seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+        ++seen;
+        on_cqe(*cqe);
+    }
+    io_uring_cq_advance(&ring_, seen);
 }
 
 void NetQueuePair::rearm_kick(const io_uring_cqe& cqe, int fd, uint64_t tag) {
@@ -266,6 +281,10 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
     case kTagRxKick: rearm_kick(cqe, q_.rx_kick, kTagRxKick); return;
     case kTagTxKick: rearm_kick(cqe, q_.tx_kick, kTagTxKick); return;
     case kTagCtrlKick: rearm_kick(cqe, q_.ctrl_kick, kTagCtrlKick); return;
+    case kTagTapReadable:
+        tap_readable_ = true;
+        if (!(cqe.flags & IORING_CQE_F_MORE)) arm_poll(tap_fd_, kTagTapReadable);
+        return;
     default: break;
     }
     if (tag & kTagRead) {
@@ -273,8 +292,15 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
         RxBuffer& b = rx_buffers_[i];
         b.in_flight = false;
         --reads_in_flight_;
-        if (cqe.res > static_cast<int>(kHdrSize)) {
+        if (cqe.res == -EAGAIN) {
+            tap_readable_ = false; // drained: the next frame comes with a poll completion
+        } else if (cqe.res >= static_cast<int>(rx_buffer_size_)) {
+            // Filled to the brim: a frame larger than the MTU the guest was told (the
+            // rest was cut off). Dropped, not delivered half.
+            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+        } else if (cqe.res > static_cast<int>(kHdrSize)) {
             b.len = static_cast<uint32_t>(cqe.res);
+            b.held = true;
             rx_ready_[(rx_ready_head_ + rx_ready_count_++) % kRxReads] = i;
         } else if (cqe.res < 0 && cqe.res != -EAGAIN && cqe.res != -EINTR && cqe.res != -ECANCELED) {
             spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
@@ -284,15 +310,20 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
     }
 }
 
-// Keeps every free bounce buffer reading from the TAP, unless frames already wait for
-// guest buffers: then the TAP's own (bounded) queue holds the rest.
+// While the TAP has frames, reads them into every free bounce buffer, one submission
+// for all: the fd is non-blocking, so a read finds a frame or returns EAGAIN at once
+// (then the TAP's multishot poll says when the next one comes). No read waits in the
+// kernel, so no frame wakes a crowd of waiting reads. Nothing is read while a frame
+// waits for guest buffers: the TAP's own (bounded) queue holds the rest.
 void NetQueuePair::issue_reads() {
-    if (!q_.rx || stopping_ || !enabled_.load(std::memory_order_acquire) || rx_ready_count_ != 0) return;
+    if (!q_.rx || stopping_ || rx_starved_ || !tap_readable_ || reads_in_flight_ > 0 ||
+        !enabled_.load(std::memory_order_acquire))
+        return;
     for (uint32_t i = 0; i < kRxReads; ++i) {
         RxBuffer& b = rx_buffers_[i];
-        if (b.in_flight) continue;
+        if (b.in_flight || b.held) continue;
         io_uring_sqe* sqe = next_sqe();
-        io_uring_prep_read(sqe, tap_fd_, b.data.get(), kRxBufferSize, 0);
+        io_uring_prep_read(sqe, tap_fd_, b.data.get(), rx_buffer_size_, 0);
         io_uring_sqe_set_data64(sqe, kTagRead | i);
         b.in_flight = true;
         ++reads_in_flight_;
@@ -301,11 +332,12 @@ void NetQueuePair::issue_reads() {
 
 void NetQueuePair::deliver_rx() {
     while (rx_ready_count_ != 0) {
-        const RxBuffer& b = rx_buffers_[rx_ready_[rx_ready_head_]];
+        RxBuffer& b = rx_buffers_[rx_ready_[rx_ready_head_]];
         if (!deliver_frame(b)) {
             rx_starved_ = true; // waits for the guest's next RX kick
             return;
         }
+        b.held = false;
         rx_ready_head_ = (rx_ready_head_ + 1) % kRxReads;
         --rx_ready_count_;
     }
@@ -353,7 +385,7 @@ bool NetQueuePair::deliver_frame(const RxBuffer& b) {
             // back empty and keep looking.
             spdlog::debug("virtio-net: RX buffer {} is unusable ({})", t.head,
                           chain_.broken ? chain_.broken : "too small or not device-writable");
-            q_.rx->push_used(t.head, 0);
+            q_.rx->push_used_deferred(t.head, 0);
             delivered_ = true;
             segs = t.first_seg;
             --targets;
@@ -380,11 +412,11 @@ bool NetQueuePair::deliver_frame(const RxBuffer& b) {
             const auto nb = static_cast<uint16_t>(targets);
             std::memcpy(rx_segs_[t.first_seg].host + kNumBuffersOffset, &nb, sizeof nb);
         }
-        q_.rx->push_used(t.head, written);
+        q_.rx->push_used_deferred(t.head, written);
     }
     delivered_ = true;
-    counters_.rx_packets.fetch_add(1, std::memory_order_relaxed);
-    counters_.rx_bytes.fetch_add(b.len - kHdrSize, std::memory_order_relaxed);
+    ++local_.rx_packets;
+    local_.rx_bytes += b.len - kHdrSize;
     return true;
 }
 
@@ -405,11 +437,11 @@ void NetQueuePair::serve_tx() {
             bytes += chain_.segments[i].len;
         }
         if (!bad && bytes <= kHdrSize) bad = "shorter than the virtio-net header";
-        if (!bad && bytes > kRxBufferSize) bad = "longer than 64 KiB";
+        if (!bad && bytes > kMaxFrame) bad = "longer than 64 KiB";
         if (bad) {
             spdlog::debug("virtio-net: TX chain {} dropped: {}", chain_.head, bad);
             counters_.tx_errors.fetch_add(1, std::memory_order_relaxed);
-            q_.tx->push_used(chain_.head, 0);
+            q_.tx->push_used_deferred(chain_.head, 0);
             delivered_ = true;
             continue;
         }
@@ -435,10 +467,10 @@ void NetQueuePair::finish_tx(uint32_t slot, int result) {
         spdlog::debug("virtio-net: TX to the TAP: {}", std::strerror(-result));
         counters_.tx_errors.fetch_add(1, std::memory_order_relaxed);
     } else {
-        counters_.tx_packets.fetch_add(1, std::memory_order_relaxed);
-        counters_.tx_bytes.fetch_add(s.bytes - kHdrSize, std::memory_order_relaxed);
+        ++local_.tx_packets;
+        local_.tx_bytes += s.bytes - kHdrSize;
     }
-    q_.tx->push_used(s.head, 0);
+    q_.tx->push_used_deferred(s.head, 0);
     delivered_ = true;
     tx_free_.push_back(slot);
 }
@@ -484,6 +516,12 @@ bool NetQueuePair::poll_rings() {
     const auto until = std::chrono::steady_clock::now() + kIdlePoll;
     do {
         if (work_waiting()) return true;
+        // Completions (a frame read, a write done) are posted only when this thread
+        // asks the kernel (DEFER_TASKRUN): ask, without waiting.
+        if (tx_in_flight_ > 0 || (q_.rx && !rx_starved_)) {
+            (void)io_uring_get_events(&ring_);
+            if (io_uring_cq_ready(&ring_) > 0) return true;
+        }
         __builtin_ia32_pause();
     } while (std::chrono::steady_clock::now() < until);
     return false;
@@ -496,6 +534,16 @@ void NetQueuePair::queue_broken(const char* which, const char* why) {
 }
 
 void NetQueuePair::interrupt_if_needed() {
+    // The shared counters once per round, not per frame (locked adds).
+    if (local_.rx_packets) {
+        counters_.rx_packets.fetch_add(local_.rx_packets, std::memory_order_relaxed);
+        counters_.rx_bytes.fetch_add(local_.rx_bytes, std::memory_order_relaxed);
+    }
+    if (local_.tx_packets) {
+        counters_.tx_packets.fetch_add(local_.tx_packets, std::memory_order_relaxed);
+        counters_.tx_bytes.fetch_add(local_.tx_bytes, std::memory_order_relaxed);
+    }
+    local_ = {};
     bool any = false;
     if (q_.rx) any = q_.rx->needs_interrupt() || any;
     if (q_.tx) any = q_.tx->needs_interrupt() || any;
@@ -511,13 +559,6 @@ VirtioNet::~VirtioNet() { reset(); }
 
 Result<std::unique_ptr<VirtioNet>> VirtioNet::create(net::Tap tap, Options options) {
     if (tap.queues() == 0) return fail("{}: a TAP without queues", options.name);
-    // Blocking fds: io_uring returns EAGAIN for reads on an O_NONBLOCK file instead of
-    // waiting for a frame (its own poll does the waiting).
-    for (size_t q = 0; q < tap.queues(); ++q) {
-        const int fl = ::fcntl(tap.fd(q), F_GETFL);
-        if (fl < 0 || ::fcntl(tap.fd(q), F_SETFL, fl & ~O_NONBLOCK) < 0)
-            return fail_errno(fmt::format("{}: making the TAP's queue {} blocking", options.name, q));
-    }
     KILN_TRY_CTX(tap.set_vnet_header_size(static_cast<int>(kHdrSize)), "{}", options.name);
     uint32_t mtu = options.mtu;
     if (mtu == 0) mtu = KILN_TRY_CTX(tap.mtu(), "{}", options.name);
@@ -569,6 +610,11 @@ Result<void> VirtioNet::activate(const GuestMemory&, uint64_t features, std::spa
     const bool mq = features & feature(netspec::kMq);
     const bool ctrl = features & feature(netspec::kCtrlVq);
     const bool mrg = features & feature(netspec::kMrgRxbuf);
+    // The TAP gives GSO frames (up to 64 KiB) only to a guest that took them; otherwise
+    // frames are at most the MTU plus an Ethernet header with a VLAN tag.
+    const bool gso = offload & (TUN_F_TSO4 | TUN_F_TSO6);
+    // One byte more than the largest frame, so a longer one shows (see on_cqe).
+    const uint32_t rx_buffer = gso ? kMaxFrame : (kHdrSize + options_.mtu + 18 + 64) / 64 * 64;
     // Without MQ the driver uses pair 0 only; with it, one pair until it says more.
     const uint16_t usable = mq ? pairs() : 1;
     const size_t ctrl_index = mq ? 2u * pairs() : 2u; // virtio 1.2, 5.1.2
@@ -582,7 +628,8 @@ Result<void> VirtioNet::activate(const GuestMemory&, uint64_t features, std::spa
             q.ctrl = binding(ctrl_index).queue;
             q.ctrl_kick = binding(ctrl_index).kick_fd;
         }
-        auto w = std::make_unique<NetQueuePair>(*this, p, tap_.fd(p), q, mrg, irq, counters_, options_.worker_cpus);
+        auto w = std::make_unique<NetQueuePair>(*this, p, tap_.fd(p), q, mrg, rx_buffer, irq, counters_,
+                                                options_.worker_cpus);
         const std::string prefix = options_.name.starts_with("virtio-") ? options_.name.substr(7) : options_.name;
         KILN_TRY_CTX(w->start(fmt::format("{}-q{}", prefix, p), p == 0), "{} queue pair {}", options_.name, p);
         workers_.push_back(std::move(w));

@@ -162,8 +162,20 @@ void Virtqueue::push_used(uint16_t head, uint32_t written) {
     store16(used_ + 2, used_idx_, std::memory_order_release); // the element before the index
 }
 
+void Virtqueue::push_used_deferred(uint16_t head, uint32_t written) {
+    uint8_t* e = used_ + 4 + 8 * static_cast<size_t>(used_idx_ % size_);
+    store32(e, head);
+    store32(e + 4, written);
+    ++used_idx_;
+}
+
+void Virtqueue::publish_used() {
+    if (configured()) store16(used_ + 2, used_idx_, std::memory_order_release); // after the elements
+}
+
 bool Virtqueue::needs_interrupt() {
     if (!configured()) return false;
+    publish_used();
     // Our used index must be visible before we read what the driver wants (2.7.10).
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const uint16_t old_idx = signalled_used_, new_idx = used_idx_;

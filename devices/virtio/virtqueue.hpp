@@ -78,6 +78,13 @@ public:
     // Puts a finished chain on the used ring (`written`: bytes the device wrote).
     void push_used(uint16_t head, uint32_t written);
 
+    // The same, but the used index the driver sees moves only at the next publish_used()
+    // or needs_interrupt(): a device finishing many buffers in a burst then moves it once
+    // per burst, not once per buffer (the driver polls that cache line; each store to it
+    // is a cache-line transfer between the CPUs).
+    void push_used_deferred(uint16_t head, uint32_t written);
+    void publish_used();
+
     // After one or more push_used(): whether the driver asked to be interrupted now
     // (VRING_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). Resets the batch.
     [[nodiscard]] bool needs_interrupt();

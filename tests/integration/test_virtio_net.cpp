@@ -35,17 +35,6 @@ constexpr const char* kHostIp = "10.77.0.1";
 constexpr const char* kGuestIp = "10.77.0.2";
 constexpr const char* kReady = "net-echo: mac=";
 
-// Until issue 4's device is in the binary, `kiln run` has no --net and the kiln tests
-// here say so and pass; the harness tests run regardless.
-bool kiln_has_net() {
-    static const bool has = [] {
-        auto r = run_kiln({"run", "--help"});
-        return std::regex_search(r.out + r.err, std::regex(R"((^|\n)\s*--net\s)"));
-    }();
-    if (!has) MESSAGE("kiln run has no --net yet (issue 4): the kiln part of this test is skipped");
-    return has;
-}
-
 // `kiln run` of the test guest with --net SPEC inside the namespace. --timeout bounds a
 // guest that never ends; the tests stop it with SIGTERM (kiln: 143) once done.
 std::vector<std::string> kiln_net(const NetNamespace& ns, const std::string& spec, const std::string& cmdline) {
@@ -187,7 +176,6 @@ TEST_CASE("netns harness: namespace, TAP, commands and sockets inside it, and cl
 // kiln --net
 // ---------------------------------------------------------------------------------------
 TEST_CASE("virtio-net: ping -c 5 from the host side of the TAP gets 5 replies") {
-    if (!kiln_has_net()) return;
     NetNamespace ns;
     Background vm(kiln_net(ns, "tap=" + host_tap(ns), echo_job()));
     require_ready(vm);
@@ -196,7 +184,6 @@ TEST_CASE("virtio-net: ping -c 5 from the host side of the TAP gets 5 replies") 
 }
 
 TEST_CASE("virtio-net: UDP echo is byte-exact for every size from 1 to 1472") {
-    if (!kiln_has_net()) return;
     NetNamespace ns;
     Background vm(kiln_net(ns, "tap=" + host_tap(ns), echo_job()));
     require_ready(vm);
@@ -222,7 +209,6 @@ TEST_CASE("virtio-net: UDP echo is byte-exact for every size from 1 to 1472") {
 }
 
 TEST_CASE("virtio-net: --net tap=auto makes a kiln<N> TAP that is gone when kiln exits") {
-    if (!kiln_has_net()) return;
     NetNamespace ns;
     REQUIRE(auto_taps(ns).empty());
     Background vm(kiln_net(ns, "tap=auto", fmt::format("job=net-echo ip={} seconds=2", kGuestIp)));
@@ -233,7 +219,6 @@ TEST_CASE("virtio-net: --net tap=auto makes a kiln<N> TAP that is gone when kiln
 }
 
 TEST_CASE("virtio-net: --net tap=auto's TAP is gone after kill -9 too") {
-    if (!kiln_has_net()) return;
     NetNamespace ns;
     Background vm(kiln_net(ns, "tap=auto", echo_job()));
     ready_auto_tap(vm, ns);
@@ -244,7 +229,6 @@ TEST_CASE("virtio-net: --net tap=auto's TAP is gone after kill -9 too") {
 }
 
 TEST_CASE("virtio-net: --net tap=auto,bridge=BR puts the TAP on the bridge, and the guest answers through it") {
-    if (!kiln_has_net()) return;
     NetNamespace ns;
     const std::string br = ns.unique_ifname("kb");
     ns.add_bridge(br, fmt::format("{}/24", kHostIp));
@@ -256,7 +240,6 @@ TEST_CASE("virtio-net: --net tap=auto,bridge=BR puts the TAP on the bridge, and 
 }
 
 TEST_CASE("virtio-net: a missing bridge, a name that is not a TAP and a bad --net are one line and status 125") {
-    if (!kiln_has_net()) return;
     NetNamespace ns;
     const std::string tap = host_tap(ns);
     auto run = [&](const std::string& spec) {
