@@ -157,8 +157,9 @@ TEST_CASE("netns harness: namespace, TAP, commands and sockets inside it, and cl
 
         // A background process inside the namespace, its output read while it runs.
         auto argv = ns.exec_prefix();
-        argv.insert(argv.end(), {"sh", "-c", "readlink /proc/self/ns/net; echo to-stderr >&2; exec sleep 30"});
+        argv.insert(argv.end(), {"sh", "-c", "echo to-stderr >&2; readlink /proc/self/ns/net; exec sleep 30"});
         Background bg(argv);
+        // (stderr is written first: once stdout has its line, both are there to check)
         REQUIRE(bg.wait_for_output("net:[", 10s));
         char self[64] = {};
         REQUIRE(::readlink("/proc/self/ns/net", self, sizeof self - 1) > 0);
