@@ -1,6 +1,6 @@
 """Placement and memory benchmarks (issue 5, item 6), run by bench/run.
 
-compute    job=compute under kiln (default placement: vCPU pinned) against the same
+compute    job=compute under kiln (default placement: inside kiln's cpuset) against the same
            kernel on the host: guest rate / host rate (target >= 0.98).
 neighbour  job=compute beside a busy neighbour pinned to host CPU 0 (another tenant's
            allocation): kiln with its vCPU pinned to CPU 1 against kiln unpinned
@@ -108,7 +108,7 @@ class Bench(ModuleBench):
             c["rates"] = []
         self.interleaved(cs, RATE_RE, lambda c, m: c["rates"].append(int(m[3])))
         med = {c["name"]: self.t.median(c["rates"]) for c in cs}
-        self.t.log(f"Compute, pinned: job=compute seconds={s}, medians of {self.runs} interleaved runs")
+        self.t.log(f"Compute: job=compute seconds={s}, medians of {self.runs} interleaved runs")
         for c in cs:
             self.t.log(f"  {c['label']:40} {self.t.fmt(med[c['name']], ',.0f'):>12} it/s")
         rel = self.t.ratio(med["kiln"], med["host"])
