@@ -514,17 +514,19 @@ bool NetQueuePair::work_waiting() const {
 
 bool NetQueuePair::poll_rings() {
     const auto until = std::chrono::steady_clock::now() + kIdlePoll;
-    do {
+    // The clock is read every few rounds only: on a paravirtual clock it costs more
+    // than a look at the rings (17 % of the worker's time when read every round).
+    for (unsigned round = 1;; ++round) {
         if (work_waiting()) return true;
-        // Completions (a frame read, a write done) are posted only when this thread
-        // asks the kernel (DEFER_TASKRUN): ask, without waiting.
+        // Completions (a frame read, a write done, the TAP readable) are posted only
+        // when this thread asks the kernel (DEFER_TASKRUN): ask, without waiting.
         if (tx_in_flight_ > 0 || (q_.rx && !rx_starved_)) {
             (void)io_uring_get_events(&ring_);
             if (io_uring_cq_ready(&ring_) > 0) return true;
         }
         __builtin_ia32_pause();
-    } while (std::chrono::steady_clock::now() < until);
-    return false;
+        if (round % 8 == 0 && std::chrono::steady_clock::now() >= until) return false;
+    }
 }
 
 void NetQueuePair::queue_broken(const char* which, const char* why) {
