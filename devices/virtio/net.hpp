@@ -67,6 +67,7 @@ public:
 
     [[nodiscard]] const net::Tap& tap() const { return tap_; }
     [[nodiscard]] const NetCounters& counters() const { return counters_; }
+    [[nodiscard]] const net::MacAddress& mac() const { return options_.mac; }
     [[nodiscard]] uint16_t pairs() const { return static_cast<uint16_t>(tap_.queues()); }
 
     // VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET from the control queue: how many pairs the driver

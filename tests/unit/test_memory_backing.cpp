@@ -157,7 +157,11 @@ TEST_CASE("run stats: schedstat, smaps_rollup and ksm_stat parsing, and the JSON
     st.memory = m;
     st.memory.backing = "THP";
     st.vcpus.push_back({0, 4242, "0-1", *s, {{"exits", 7}, {"halt_successful_poll", 3}}});
+    st.nics.push_back({"virtio-net0", "kiln0", "52:54:00:00:00:01", 10, 1000, 1, 20, 2000, 2});
     const nlohmann::json j = st;
+    CHECK(j["nics"][0]["tap"] == "kiln0");
+    CHECK(j["nics"][0]["rx_dropped"] == 1);
+    CHECK(j["nics"][0]["tx_bytes"] == 2000);
     CHECK(j["uptime_seconds"] == 1.5);
     CHECK(j["paging"] == "shadow (kvm_pvm)");
     CHECK(j["memory"]["ksm_merging_pages"] == 8190);

@@ -229,6 +229,7 @@ Result<void> Machine::add_nics(std::vector<net::Tap> taps) {
         spdlog::info("net {}: TAP {}{}, MAC {}, {} queue pair(s)", i, nic->tap().name(),
                      nic->tap().created() ? " (created, removed at exit)" : "", mac.to_string(), nic->pairs());
         const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(nic->name())));
+        nics_.push_back(nic.get());
         KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(nic)));
     }
     return {};
@@ -301,6 +302,13 @@ MachineStats Machine::stats() const {
     s.memory.guest_bytes = cfg_.memory_bytes;
     s.memory.backing = cfg_.memory_backing.describe();
     for (const auto& v : vcpus_) s.vcpus.push_back(v->stats());
+    for (const auto* n : nics_) {
+        const auto& c = n->counters();
+        constexpr auto r = std::memory_order_relaxed;
+        s.nics.push_back({std::string(n->name()), n->tap().name(), n->mac().to_string(), c.rx_packets.load(r),
+                          c.rx_bytes.load(r), c.rx_dropped.load(r), c.tx_packets.load(r), c.tx_bytes.load(r),
+                          c.tx_errors.load(r)});
+    }
     return s;
 }
 

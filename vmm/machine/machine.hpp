@@ -29,6 +29,10 @@
 
 namespace kiln {
 
+namespace virtio {
+class VirtioNet;
+}
+
 class Machine {
 public:
     [[nodiscard]] static Result<std::unique_ptr<Machine>> create(const MachineConfig& cfg);
@@ -84,6 +88,7 @@ private:
     Fd stats_json_; // --stats-json FILE, opened at start so a bad path fails before the run
     std::string paging_; // the host's paging mode as detected at start
     host::Placement placement_;
+    std::vector<const virtio::VirtioNet*> nics_; // owned by devices_, for the statistics
     std::chrono::steady_clock::time_point started_{};
     std::atomic<int64_t> ended_ns_{0}; // uptime when the VM ended; 0 while it runs
     bool ran_ = false;

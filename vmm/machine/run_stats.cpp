@@ -91,6 +91,13 @@ void to_json(nlohmann::json& j, const MachineStats& s) {
         for (const auto& c : v.kvm) kvm[c.name] = c.value;
         vcpus.push_back(std::move(o));
     }
+    auto& nics = j["nics"];
+    nics = nlohmann::json::array();
+    for (const auto& n : s.nics) {
+        nics.push_back({{"name", n.name}, {"tap", n.tap}, {"mac", n.mac}, {"rx_packets", n.rx_packets},
+                        {"rx_bytes", n.rx_bytes}, {"rx_dropped", n.rx_dropped}, {"tx_packets", n.tx_packets},
+                        {"tx_bytes", n.tx_bytes}, {"tx_errors", n.tx_errors}});
+    }
 }
 
 } // namespace kiln

@@ -46,11 +46,19 @@ struct MemoryStats {
 };
 [[nodiscard]] MemoryStats read_memory_stats(std::string_view smaps_rollup, std::string_view ksm_stat);
 
+// One virtio-net NIC's counters (devices/virtio/net.hpp: NetCounters).
+struct NicStats {
+    std::string name, tap, mac;
+    uint64_t rx_packets = 0, rx_bytes = 0, rx_dropped = 0;
+    uint64_t tx_packets = 0, tx_bytes = 0, tx_errors = 0;
+};
+
 struct MachineStats {
     double uptime_seconds = 0;
     std::string paging;      // "shadow (kvm_pvm: ...)", as detected at start
     MemoryStats memory;
     std::vector<VcpuStats> vcpus;
+    std::vector<NicStats> nics;
 };
 
 void to_json(nlohmann::json& j, const MachineStats& s);
