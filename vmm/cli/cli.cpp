@@ -86,7 +86,8 @@ Options:
   --cpus N             number of vCPUs (default 1)
   --numa-node K        run on host NUMA node K: one vCPU per CPU of the node (all
                        vCPUs share the node's CPUs when there are more vCPUs than
-                       CPUs), disk I/O threads on the node, guest memory bound to it
+                       CPUs), disk and network workers on the node, guest memory
+                       bound to it
   --vcpu-affinity SPEC pin vCPUs: VCPU=CPULIST entries separated by ',', e.g.
                        0=2,1=3 or 0=2-3,1=4-5; a ',' piece without '=' continues
                        the previous list (0=2-3,8,1=4: vCPU 0 on CPUs 2, 3, 8);
@@ -124,7 +125,8 @@ Options:
   --stats-json FILE    at the end, write the run's statistics to FILE as JSON:
                        per vCPU its run time, run-queue wait time, timeslices,
                        CPUs allowed and KVM's counters (exits, halt polling);
-                       memory backing, RSS, huge pages, KSM-merged pages
+                       memory backing, RSS, huge pages, KSM-merged pages; per
+                       NIC frames and bytes each way, drops
   --dump-acpi DIR      write each ACPI table to DIR/<SIGNATURE>.aml
   --dump-dtb FILE      write the device tree blob to FILE
   --log-level LEVEL    trace, debug, info, warn (default), error, off
