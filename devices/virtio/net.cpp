@@ -203,6 +203,8 @@ private:
     bool delivered_ = false;
     std::array<Segment, kMaxRxSegments> rx_segs_{};
     std::array<RxTarget, kMaxRxSegments> rx_targets_{};
+    std::array<uint16_t, kMaxQueueSize> rx_unusable_{};
+    uint16_t rx_wait_idx_ = 0; // RX starved: the avail index it saw; waits for more
     std::thread thread_;
     Chain chain_; // scratch for pop(): 4 KiB, so not on the stack
 };
@@ -236,9 +238,16 @@ void NetQueuePair::run() {
         // Publish avail_event on the rings whose kicks we wait for; a buffer that
         // slipped in meanwhile is served first.
         if (serving) {
-            bool more = q_.tx && q_.tx->prepare_to_sleep();
-            if (q_.rx && rx_starved_) more = q_.rx->prepare_to_sleep() || more;
-            if (more) continue;
+            // TX only counts when a slot is free: with every slot in flight the worker
+            // waits for a write's completion, not for the driver.
+            bool more = q_.tx && !tx_free_.empty() && q_.tx->prepare_to_sleep();
+            if (q_.rx && rx_starved_) more = q_.rx->prepare_to_wait_beyond(rx_wait_idx_) || more;
+            if (more) {
+                // Work is there, but completions (the stop request among them) are only
+                // posted when this thread enters the kernel (DEFER_TASKRUN).
+                io_uring_submit_and_get_events(&ring_);
+                continue;
+            }
         }
         int rc = io_uring_submit_and_wait(&ring_, 1);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -282,7 +291,8 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
     case kTagTxKick: rearm_kick(cqe, q_.tx_kick, kTagTxKick); return;
     case kTagCtrlKick: rearm_kick(cqe, q_.ctrl_kick, kTagCtrlKick); return;
     case kTagTapReadable:
-        tap_readable_ = true;
+        // POLLERR/POLLHUP: the interface is gone; reading would only fail again.
+        tap_readable_ = cqe.res > 0 && !(cqe.res & (POLLERR | POLLHUP | POLLNVAL));
         if (!(cqe.flags & IORING_CQE_F_MORE)) arm_poll(tap_fd_, kTagTapReadable);
         return;
     default: break;
@@ -294,6 +304,11 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
         --reads_in_flight_;
         if (cqe.res == -EAGAIN) {
             tap_readable_ = false; // drained: the next frame comes with a poll completion
+        } else if (cqe.res < 0 && cqe.res != -EINTR && cqe.res != -ECANCELED) {
+            // The TAP went away or this queue was detached: no more reads until the
+            // poll says it is readable again (a detached queue never is).
+            tap_readable_ = false;
+            spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
         } else if (cqe.res >= static_cast<int>(rx_buffer_size_)) {
             // Filled to the brim: a frame larger than the MTU the guest was told (the
             // rest was cut off). Dropped, not delivered half.
@@ -331,6 +346,16 @@ void NetQueuePair::issue_reads() {
 }
 
 void NetQueuePair::deliver_rx() {
+    if (!enabled_.load(std::memory_order_acquire)) {
+        // The driver no longer uses this pair (VQ_PAIRS_SET): held frames are dropped,
+        // not delivered to queues it stopped watching.
+        for (; rx_ready_count_ != 0; --rx_ready_count_, rx_ready_head_ = (rx_ready_head_ + 1) % kRxReads) {
+            rx_buffers_[rx_ready_[rx_ready_head_]].held = false;
+            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+        }
+        rx_starved_ = false;
+        return;
+    }
     while (rx_ready_count_ != 0) {
         RxBuffer& b = rx_buffers_[rx_ready_[rx_ready_head_]];
         if (!deliver_frame(b)) {
@@ -345,55 +370,60 @@ void NetQueuePair::deliver_rx() {
 }
 
 // Copies one frame into the guest's RX buffers. False when the guest has not posted
-// enough buffers yet (nothing is consumed then); a frame that can never fit (larger
-// than every buffer without MRG_RXBUF) is dropped and counted.
+// enough buffers yet: nothing is consumed then, and the worker waits until the guest
+// posts beyond what it has seen (rx_wait_idx_). A frame that can never fit (larger than
+// one buffer without MRG_RXBUF, or than the whole ring) is dropped and counted.
+// Unusable chains met on the way (broken, read-only, too small) are returned empty,
+// but only once the frame is delivered or dropped: until then they may be given back
+// with the rest (unpop counts every chain popped, in order).
 bool NetQueuePair::deliver_frame(const RxBuffer& b) {
-    uint32_t targets = 0, segs = 0, capacity = 0;
+    uint32_t targets = 0, segs = 0, capacity = 0, unusable = 0;
+    uint16_t popped = 0;
+    const auto drop = [&] {
+        q_.rx->unpop(popped);
+        counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    };
     while (capacity < b.len) {
-        if (targets == kMaxRxSegments || (!mrg_rxbuf_ && targets == 1)) {
-            // Buffers too small for this frame, however many the guest posts.
-            q_.rx->unpop(static_cast<uint16_t>(targets));
-            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
-            return true;
-        }
+        if (targets == kMaxRxSegments || (!mrg_rxbuf_ && targets == 1) || popped == q_.rx->size())
+            return drop(); // buffers too small for this frame, however many are posted
         const char* why = nullptr;
         switch (q_.rx->pop(chain_, &why)) {
-        case Virtqueue::Pop::Empty: q_.rx->unpop(static_cast<uint16_t>(targets)); return false;
+        case Virtqueue::Pop::Empty:
+            q_.rx->unpop(popped);
+            rx_wait_idx_ = q_.rx->avail_index();
+            // Everything the ring can hold is posted and still too little: never fits.
+            if (q_.rx->pending() == q_.rx->size()) return drop();
+            return false;
         case Virtqueue::Pop::QueueBroken:
-            q_.rx->unpop(static_cast<uint16_t>(targets));
+            q_.rx->unpop(popped);
             queue_broken("RX", why);
             return true;
         case Virtqueue::Pop::Chain: break;
         }
-        RxTarget& t = rx_targets_[targets++];
-        t = {chain_.head, segs, 0, 0};
+        ++popped;
+        RxTarget t{chain_.head, segs, 0, 0};
+        bool usable = !chain_.broken;
         for (const Segment& s : chain_.view()) {
-            // Only device-writable buffers take data; a chain that is broken or has a
-            // readable part is returned empty below.
-            if (chain_.broken || !s.writable || segs == kMaxRxSegments) {
-                t.capacity = 0;
-                t.segs = 0;
-                segs = t.first_seg;
-                break;
-            }
-            rx_segs_[segs++] = s;
-            ++t.segs;
+            if (!s.writable) usable = false;
+            if (!usable) break;
+            if (segs + t.segs == kMaxRxSegments) return drop(); // more pieces than Kiln takes
+            rx_segs_[segs + t.segs++] = s;
             t.capacity += s.len;
         }
-        if (t.capacity < kHdrSize) {
-            // Unusable buffer (malformed, or too small for even the header): give it
-            // back empty and keep looking.
+        if (!usable || t.capacity < kHdrSize) {
             spdlog::debug("virtio-net: RX buffer {} is unusable ({})", t.head,
                           chain_.broken ? chain_.broken : "too small or not device-writable");
-            q_.rx->push_used_deferred(t.head, 0);
-            delivered_ = true;
-            segs = t.first_seg;
-            --targets;
+            rx_unusable_[unusable++] = t.head;
             continue;
         }
+        segs += t.segs;
+        rx_targets_[targets++] = t;
         capacity += t.capacity;
     }
-    // Copy: the header first (num_buffers set), then the payload across the buffers.
+    // Committed: the unusable chains go back empty, then the frame is copied - the
+    // header (num_buffers set) and the payload across the buffers, in order.
+    for (uint32_t k = 0; k < unusable; ++k) q_.rx->push_used_deferred(rx_unusable_[k], 0);
     const uint8_t* src = b.data.get();
     uint32_t left = b.len;
     for (uint32_t k = 0; k < targets; ++k) {
@@ -407,12 +437,23 @@ bool NetQueuePair::deliver_frame(const RxBuffer& b) {
             left -= n;
             written += n;
         }
-        if (k == 0) {
-            // num_buffers: the chains this frame took (1 without MRG_RXBUF).
-            const auto nb = static_cast<uint16_t>(targets);
-            std::memcpy(rx_segs_[t.first_seg].host + kNumBuffersOffset, &nb, sizeof nb);
-        }
         q_.rx->push_used_deferred(t.head, written);
+    }
+    // num_buffers (header bytes 10-11): the chains this frame took, 1 without MRG_RXBUF.
+    // The first chain holds the whole header (capacity >= 12), but not necessarily in
+    // its first segment: written through the segments, never past one.
+    const auto nb = static_cast<uint16_t>(targets);
+    const uint8_t nb_bytes[2] = {static_cast<uint8_t>(nb), static_cast<uint8_t>(nb >> 8)};
+    const RxTarget& first = rx_targets_[0];
+    uint32_t at = 0;
+    for (uint32_t j = 0; j < first.segs; ++j) {
+        const Segment& s = rx_segs_[first.first_seg + j];
+        for (uint32_t i = 0; i < 2; ++i) {
+            const uint32_t off = kNumBuffersOffset + i;
+            if (off >= at && off < at + s.len) s.host[off - at] = nb_bytes[i];
+        }
+        at += s.len;
+        if (at >= kHdrSize) break;
     }
     delivered_ = true;
     ++local_.rx_packets;
@@ -430,7 +471,7 @@ void NetQueuePair::serve_tx() {
         case Virtqueue::Pop::Chain: break;
         }
         const char* bad = chain_.broken;
-        uint32_t bytes = 0;
+        uint64_t bytes = 0; // 64 guest lengths of up to 4 GiB each: no wrap-around
         if (!bad && chain_.count > kMaxTxSegments) bad = "more than 64 descriptors";
         for (uint32_t i = 0; !bad && i < chain_.count; ++i) {
             if (chain_.segments[i].writable) bad = "a device-writable descriptor in a TX chain";
@@ -449,7 +490,7 @@ void NetQueuePair::serve_tx() {
         tx_free_.pop_back();
         TxSlot& s = tx_slots_[slot];
         s.head = chain_.head;
-        s.bytes = bytes;
+        s.bytes = static_cast<uint32_t>(bytes); // checked: at most kMaxFrame
         for (uint32_t i = 0; i < chain_.count; ++i) s.iov[i] = {chain_.segments[i].host, chain_.segments[i].len};
         io_uring_sqe* sqe = next_sqe();
         io_uring_prep_writev(sqe, tap_fd_, s.iov.data(), chain_.count, 0);
@@ -508,7 +549,7 @@ void NetQueuePair::serve_ctrl() {
 
 bool NetQueuePair::work_waiting() const {
     if (q_.tx && !tx_free_.empty() && q_.tx->has_available()) return true;
-    if (q_.rx && rx_ready_count_ != 0 && q_.rx->has_available()) return true;
+    if (q_.rx && rx_starved_ && q_.rx->avail_index() != rx_wait_idx_) return true;
     return q_.ctrl && q_.ctrl->has_available();
 }
 
@@ -598,9 +639,18 @@ void VirtioNet::write_config(uint64_t, std::span<const uint8_t>) {
     // The MAC is writable only in legacy devices; virtio 1.x config is read-only here.
 }
 
-Result<void> VirtioNet::activate(const GuestMemory&, uint64_t features, std::span<const QueueBinding> queues,
+Result<void> VirtioNet::activate(const GuestMemory& mem, uint64_t features, std::span<const QueueBinding> queues,
                                  Interrupt& irq) {
     reset();
+    auto r = start_pairs(mem, features, queues, irq);
+    // No half-started device: a worker left running would serve queues the transport
+    // considers inactive (and may reset under it).
+    if (!r) reset();
+    return r;
+}
+
+Result<void> VirtioNet::start_pairs(const GuestMemory&, uint64_t features, std::span<const QueueBinding> queues,
+                                    Interrupt& irq) {
     std::lock_guard lk(pairs_mu_);
     unsigned offload = 0;
     if (features & feature(netspec::kGuestCsum)) {
@@ -643,11 +693,14 @@ bool VirtioNet::set_active_pairs(uint16_t n) {
     std::lock_guard lk(pairs_mu_);
     if (n < 1 || n > workers_.size()) return false;
     for (uint16_t p = 0; p < workers_.size(); ++p) {
+        // A worker stops reading before its TAP queue is detached, and the queue is
+        // attached before its worker reads.
+        if (p >= n) workers_[p]->set_enabled(false);
         if (auto r = tap_.set_queue_enabled(p, p < n); !r) {
             spdlog::warn("{}: {}", options_.name, r.error().message());
             return false;
         }
-        workers_[p]->set_enabled(p < n);
+        if (p < n) workers_[p]->set_enabled(true);
     }
     return true;
 }

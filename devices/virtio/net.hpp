@@ -76,6 +76,8 @@ public:
 
 private:
     VirtioNet(net::Tap tap, Options options);
+    [[nodiscard]] Result<void> start_pairs(const GuestMemory& mem, uint64_t features,
+                                           std::span<const QueueBinding> queues, Interrupt& irq);
 
     net::Tap tap_;
     Options options_;

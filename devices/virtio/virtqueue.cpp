@@ -194,4 +194,11 @@ bool Virtqueue::prepare_to_sleep() {
     return load_avail_idx() != last_avail_;
 }
 
+bool Virtqueue::prepare_to_wait_beyond(uint16_t seen) {
+    if (!configured()) return false;
+    if (event_idx_) store16(used_ + 4 + 8 * static_cast<size_t>(size_), seen, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return load_avail_idx() != seen;
+}
+
 } // namespace kiln::virtio

@@ -93,6 +93,18 @@ public:
     // kicks on its next buffer. Returns true if buffers arrived meanwhile (the worker
     // must not sleep then).
     [[nodiscard]] bool prepare_to_sleep();
+    // For a device waiting for the driver to add buffers beyond the ones it has seen
+    // (virtio-net RX: a frame needs more than what is there): publishes avail_event at
+    // `seen` so the driver kicks once it goes past it, and returns true if it already
+    // has. Unlike prepare_to_sleep(), buffers that were popped and given back (unpop)
+    // do not count as new.
+    [[nodiscard]] bool prepare_to_wait_beyond(uint16_t seen);
+    [[nodiscard]] uint16_t avail_index() const { return configured() ? load_avail_idx() : 0; }
+    // Chains the driver has made available and the device has not popped.
+    [[nodiscard]] uint16_t pending() const {
+        return configured() ? static_cast<uint16_t>(load_avail_idx() - last_avail_) : 0;
+    }
+
     // Whether the driver has added buffers not yet popped (a cheap look, for polling).
     [[nodiscard]] bool has_available() const { return configured() && load_avail_idx() != last_avail_; }
 

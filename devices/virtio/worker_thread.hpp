@@ -7,6 +7,7 @@
 #include <future>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "vmm/base/result.hpp"
@@ -25,7 +26,8 @@ template <class Init, class Run>
                                         Init init, Run run) {
     std::promise<Result<void>> ready;
     auto started = ready.get_future();
-    thread = std::thread([&ready, name = std::move(name), cpus, init = std::move(init), run = std::move(run)]() mutable {
+    try {
+        thread = std::thread([&ready, name, cpus, init = std::move(init), run = std::move(run)]() mutable {
         ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
         Result<void> r = {};
         if (cpus) {
@@ -37,6 +39,9 @@ template <class Init, class Run>
         ready.set_value(std::move(r)); // `ready` is gone after this
         if (ok) run();
     });
+    } catch (const std::system_error& e) {
+        return fail("starting worker {}: {}", name, e.what());
+    }
     auto r = started.get();
     if (!r) thread.join();
     return r;
