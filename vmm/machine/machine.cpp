@@ -274,6 +274,7 @@ Result<VmExit> Machine::run() {
         if (::timerfd_settime(timer_fd_.get(), 0, &its, nullptr) < 0) return fail_errno("timerfd_settime");
     }
     started_ = std::chrono::steady_clock::now();
+    running_.store(true, std::memory_order_release);
     for (auto& v : vcpus_) {
         if (auto r = v->start(); !r) {
             stop({ExitReason::HostError, 0, r.error().message()});
@@ -282,6 +283,7 @@ Result<VmExit> Machine::run() {
     }
     if (auto r = loop_->run(); !r) stop({ExitReason::HostError, 0, r.error().message()});
     for (auto& v : vcpus_) v->join();
+    running_.store(false, std::memory_order_release);
     if (auto w = write_stats_json(); !w) spdlog::error("{}", w.error().message());
     auto result = exits_->result();
     if (!result) return VmExit{ExitReason::HostError, 0, "the VM ended without a reason"};
@@ -326,6 +328,24 @@ Result<void> Machine::write_stats_json() const {
 }
 
 void Machine::stop(VmExit why) { exits_->request_exit(std::move(why)); }
+
+Result<void> Machine::pause() {
+    std::lock_guard lk(pause_mu_);
+    if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
+        return fail("the machine is not running");
+    for (auto& v : vcpus_) v->pause();
+    paused_.store(true, std::memory_order_release);
+    return {};
+}
+
+Result<void> Machine::resume() {
+    std::lock_guard lk(pause_mu_);
+    if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
+        return fail("the machine is not running");
+    for (auto& v : vcpus_) v->resume();
+    paused_.store(false, std::memory_order_release);
+    return {};
+}
 
 std::vector<int> Machine::kvm_fds() const {
     std::vector<int> fds;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -47,6 +48,13 @@ public:
     // Ends the VM from outside (thread-safe); `run()` then returns this exit.
     void stop(VmExit why);
 
+    // Pauses every vCPU (parked outside KVM_RUN; devices finish what is in flight) and
+    // returns once they all are; resume() lets them run on. Thread-safe, for a running
+    // machine (a scheduler's pause / resume). A --timeout keeps counting while paused.
+    [[nodiscard]] Result<void> pause();
+    [[nodiscard]] Result<void> resume();
+    [[nodiscard]] bool paused() const { return paused_.load(std::memory_order_acquire); }
+
     // For callers that watch more fds on the machine's I/O thread (the CLI's signals).
     [[nodiscard]] EventLoop& event_loop() { return *loop_; }
 
@@ -81,6 +89,8 @@ private:
     DeviceManager devices_;
     std::vector<std::unique_ptr<VcpuThread>> vcpus_;
     std::atomic<bool> stopping_{false};
+    std::atomic<bool> running_{false}, paused_{false};
+    std::mutex pause_mu_; // pause() vs resume()
     firmware::BootInfo boot_;
     firmware::Platform platform_;
     std::string cmdline_; // as the guest gets it: the user's, plus virtio_mmio.device= words

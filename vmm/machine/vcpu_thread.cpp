@@ -47,8 +47,37 @@ Result<void> VcpuThread::start() {
 
 void VcpuThread::kick() {
     vcpu_.run_area()->immediate_exit = 1;
-    std::lock_guard lk(thread_mu_);
-    if (thread_.joinable() && !joined_) ::pthread_kill(thread_.native_handle(), kick_signal());
+    {
+        std::lock_guard lk(thread_mu_);
+        if (thread_.joinable() && !joined_) ::pthread_kill(thread_.native_handle(), kick_signal());
+    }
+    std::lock_guard lk(pause_mu_); // a parked thread re-checks `stopping`
+    pause_cv_.notify_all();
+}
+
+void VcpuThread::pause() {
+    pause_requested_.store(true, std::memory_order_release);
+    kick();
+    std::unique_lock lk(pause_mu_);
+    pause_cv_.wait(lk, [this] { return parked_ || ended_; });
+}
+
+void VcpuThread::resume() {
+    std::lock_guard lk(pause_mu_);
+    pause_requested_.store(false, std::memory_order_release);
+    pause_cv_.notify_all();
+}
+
+void VcpuThread::park_while_paused() {
+    std::unique_lock lk(pause_mu_);
+    parked_ = true;
+    pause_cv_.notify_all();
+    pause_cv_.wait(lk, [this] {
+        return !pause_requested_.load(std::memory_order_acquire) || ctx_.stopping.load(std::memory_order_acquire);
+    });
+    parked_ = false;
+    // The kick that paused us left immediate_exit set; a stop sets it again after.
+    if (!ctx_.stopping.load(std::memory_order_acquire)) vcpu_.run_area()->immediate_exit = 0;
 }
 
 void VcpuThread::join() {
@@ -78,6 +107,11 @@ void VcpuThread::run_loop() {
         return;
     }
     run_until_end();
+    {
+        std::lock_guard lk(pause_mu_); // a pause() waiting for us returns
+        ended_ = true;
+        pause_cv_.notify_all();
+    }
     // /proc/self/task/TID goes away with the thread: take its last figures now.
     keep_final_stats();
 }
@@ -114,8 +148,12 @@ VcpuStats VcpuThread::stats() const {
 
 void VcpuThread::run_until_end() {
     while (!ctx_.stopping.load(std::memory_order_acquire)) {
+        if (pause_requested_.load(std::memory_order_acquire)) {
+            park_while_paused();
+            continue;
+        }
         int err = vcpu_.run();
-        if (err == EINTR || err == EAGAIN) continue; // kicked, or a signal: re-check stop
+        if (err == EINTR || err == EAGAIN) continue; // kicked, or a signal: re-check stop/pause
         if (err != 0) {
             ctx_.exits.request_exit({ExitReason::HostError, 0,
                                      fmt::format("vcpu{}: KVM_RUN: {}", vcpu_.id(), std::strerror(err))});

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <optional>
 #include <pthread.h>
 #include <mutex>
@@ -41,6 +42,11 @@ public:
     // signal for a thread already inside KVM_RUN (or blocked waiting for a SIPI).
     void kick();
     void join();
+    // Parks the thread outside KVM_RUN (the vCPU keeps its state in KVM) and returns once
+    // it is parked, or has ended. resume() lets it run again. From any thread but this
+    // vCPU's own; stop (kick with `stopping` set) also ends a parked thread.
+    void pause();
+    void resume();
 
     [[nodiscard]] const Vcpu& vcpu() const { return vcpu_; }
     // Live while the thread runs; afterwards the figures it took as it ended.
@@ -52,6 +58,7 @@ public:
 private:
     void run_loop();
     void run_until_end();
+    void park_while_paused();
     void keep_final_stats();
     // Returns false when the VM must end.
     bool handle_exit();
@@ -67,6 +74,10 @@ private:
     bool joined_ = false;
 
     host::CpuSet cpus_;
+    std::mutex pause_mu_;
+    std::condition_variable pause_cv_;
+    std::atomic<bool> pause_requested_{false};
+    bool parked_ = false, ended_ = false; // under pause_mu_
     std::optional<KvmStats> kvm_stats_;
     std::atomic<pid_t> tid_{0};
     mutable std::mutex stats_mu_;
