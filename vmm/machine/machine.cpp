@@ -122,15 +122,6 @@ Result<void> Machine::build() {
         placement_ = KILN_TRY(host::plan_vcpu_placement(topology, KILN_TRY(host::allowed_cpus()), cfg_.cpus,
                                                         cfg_.numa_node, cfg_.vcpu_affinity));
         spdlog::info("{}", placement_.description);
-        if (cfg_.memory_backing.hugepages && placement_.memory_node) {
-            // hugetlb pages come from the node's own pool once memory is bound there; too
-            // few would be a SIGBUS in the middle of the run, so check it first.
-            uint64_t bytes = 0;
-            for (const auto& b : plan.backed) bytes += (b.size + kHugePageSize - 1) / kHugePageSize * kHugePageSize;
-            KILN_TRY_CTX(check_huge_page_pool(bytes, KILN_TRY(read_huge_page_pool(placement_.memory_node)),
-                                              placement_.memory_node),
-                         "--memory");
-        }
     }
     const int max_vcpus = kvm_->max_vcpus();
     if (cfg_.cpus > static_cast<uint32_t>(max_vcpus))
@@ -153,12 +144,7 @@ Result<void> Machine::build() {
     // Memslots before the irqchip: once an in-kernel irqchip exists, every memslot
     // change waits for an SRCU grace period (measured here: 5-10 ms per
     // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, 0.1 ms before it).
-    memory_ = KILN_TRY_CTX(GuestMemory::create(plan, cfg_.memory_backing), "--memory");
-    if (placement_.memory_node) {
-        for (const auto& r : memory_.regions())
-            KILN_TRY_CTX(host::bind_memory(r.mapping.data(), r.size, *placement_.memory_node), "--numa-node {}",
-                         *placement_.memory_node);
-    }
+    memory_ = KILN_TRY_CTX(GuestMemory::create(plan, cfg_.memory_backing, placement_.memory_node), "--memory");
     uint32_t slot = 0;
     for (const auto& r : memory_.regions())
         KILN_TRY(vm_->set_memory_region(slot++, r.base.value, r.size, r.mapping.data()));
@@ -329,21 +315,18 @@ Result<void> Machine::write_stats_json() const {
 
 void Machine::stop(VmExit why) { exits_->request_exit(std::move(why)); }
 
-Result<void> Machine::pause() {
-    std::lock_guard lk(pause_mu_);
-    if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
-        return fail("the machine is not running");
-    for (auto& v : vcpus_) v->pause();
-    paused_.store(true, std::memory_order_release);
-    return {};
-}
+Result<void> Machine::pause() { return set_paused(true); }
+Result<void> Machine::resume() { return set_paused(false); }
 
-Result<void> Machine::resume() {
+Result<void> Machine::set_paused(bool paused) {
     std::lock_guard lk(pause_mu_);
     if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
         return fail("the machine is not running");
-    for (auto& v : vcpus_) v->resume();
-    paused_.store(false, std::memory_order_release);
+    for (auto& v : vcpus_) {
+        if (paused) v->pause();
+        else v->resume();
+    }
+    paused_.store(paused, std::memory_order_release);
     return {};
 }
 

@@ -77,6 +77,7 @@ private:
     [[nodiscard]] Result<void> setup_input();
     void on_vm_end();
     [[nodiscard]] Result<void> write_stats_json() const;
+    [[nodiscard]] Result<void> set_paused(bool paused);
     [[nodiscard]] Result<void> add_nics(std::vector<net::Tap> taps);
 
     MachineConfig cfg_;

@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "vmm/base/fd.hpp"
+#include "vmm/host/numa.hpp"
 #include "vmm/memory/layout.hpp"
 
 namespace kiln {
@@ -107,7 +108,8 @@ Result<MmapRegion> map_range(const MemoryRange& b, uint64_t size, const MemoryBa
 
 } // namespace
 
-Result<GuestMemory> GuestMemory::create(const MemoryPlan& plan, const MemoryBacking& backing) {
+Result<GuestMemory> GuestMemory::create(const MemoryPlan& plan, const MemoryBacking& backing,
+                                        std::optional<uint32_t> numa_node) {
     KILN_TRY(backing.validate());
     // hugetlb mappings come in whole huge pages; the guest's memory map stays the plan's.
     const auto mapped_size = [&](const MemoryRange& b) {
@@ -116,12 +118,17 @@ Result<GuestMemory> GuestMemory::create(const MemoryPlan& plan, const MemoryBack
     if (backing.hugepages) {
         uint64_t total = 0;
         for (const auto& b : plan.backed) total += mapped_size(b);
-        KILN_TRY(check_huge_page_pool(total, KILN_TRY(read_huge_page_pool(std::nullopt)), std::nullopt));
+        // Bound to a node, the pages come from that node's pool: too few there would be
+        // a SIGBUS in the middle of the run, not a failed mmap.
+        KILN_TRY(check_huge_page_pool(total, KILN_TRY(read_huge_page_pool(numa_node)), numa_node));
     }
     GuestMemory m;
     for (const auto& b : plan.backed) {
         const uint64_t size = mapped_size(b);
         auto mapping = KILN_TRY(map_range(b, size, backing));
+        if (numa_node)
+            KILN_TRY_CTX(host::bind_memory(mapping.data(), size, *numa_node), "binding guest memory to NUMA node {}",
+                         *numa_node);
         m.regions_.push_back(Region{GuestAddress(b.start), size, std::move(mapping)});
     }
     m.map_ = plan.map;

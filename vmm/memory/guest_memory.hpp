@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -48,9 +49,12 @@ public:
     };
 
     // Maps every backed range of the plan as `backing` says (memory_backing.hpp). With
-    // hugetlb pages each mapping is rounded up to whole 2 MiB pages; the memory map the
-    // guest gets is the plan's either way.
-    [[nodiscard]] static Result<GuestMemory> create(const MemoryPlan& plan, const MemoryBacking& backing = {});
+    // hugetlb pages each mapping is rounded up to whole 2 MiB pages, and the pool they
+    // come from (NUMA node `numa_node`'s, or the host's) is checked first; the memory
+    // map the guest gets is the plan's either way. With `numa_node` every mapping is
+    // bound there (mbind) before anything touches it.
+    [[nodiscard]] static Result<GuestMemory> create(const MemoryPlan& plan, const MemoryBacking& backing = {},
+                                                    std::optional<uint32_t> numa_node = std::nullopt);
 
     GuestMemory() = default;
     GuestMemory(GuestMemory&&) noexcept = default;

@@ -1,9 +1,9 @@
 #include "vmm/memory/memory_backing.hpp"
 
 #include <charconv>
-#include <fstream>
 
 #include "vmm/base/size.hpp"
+#include "vmm/host/host_files.hpp"
 
 namespace kiln {
 
@@ -16,10 +16,8 @@ Result<bool> parse_on_off(std::string_view key, std::string_view v) {
 }
 
 Result<uint64_t> read_count(const std::string& path) {
-    std::ifstream in(path);
-    uint64_t n = 0;
-    if (!(in >> n)) return fail("cannot read '{}'", path);
-    return n;
+    if (auto n = host::read_u64(path)) return *n;
+    return fail("cannot read '{}'", path);
 }
 
 } // namespace
