@@ -143,3 +143,14 @@ TEST_CASE("cli: help and version succeed") {
     CHECK(rh.exit_code == 0);
     CHECK(rh.out.find("Exit status") != std::string::npos);
 }
+
+TEST_CASE("bad input: issue 5's flags - a bad --memory option, a CPU outside kiln's set, a stats file that cannot be written") {
+    CHECK(expect_error(run_args(TESTGUEST_ELF, {"--memory", "128M,hugepages=on,merge=on"}))
+              .find("KSM does not merge hugetlb pages") != std::string::npos);
+    CHECK(expect_error(run_args(TESTGUEST_ELF, {"--vcpu-affinity", "0=1000"}))
+              .find("is outside the CPUs kiln may use") != std::string::npos);
+    CHECK(expect_error(run_args(TESTGUEST_ELF, {"--numa-node", "999"})).find("no NUMA node 999") != std::string::npos);
+    // Opened at start: a path that cannot be written fails before the guest runs.
+    CHECK(expect_error(run_args(TESTGUEST_ELF, {"--stats-json", "/nonexistent/dir/s.json"}))
+              .find("--stats-json: opening '/nonexistent/dir/s.json'") != std::string::npos);
+}
