@@ -38,6 +38,7 @@ constexpr uint32_t kBatchFrom = 16; // requests in flight from which completions
 constexpr uint64_t kTagPoll = 1ULL << 63;
 constexpr uint64_t kTagKick = kTagPoll | 1, kTagStop = kTagPoll | 2;
 uint64_t io_tag(uint32_t slot, uint64_t bytes) { return (bytes << 16) | slot; }
+constexpr uint32_t kNoType = 0xffffffff; // a request whose header was never read
 
 template <class T>
 void put_le(std::vector<uint8_t>& buf, size_t off, T v) {
@@ -51,8 +52,8 @@ void put_le(std::vector<uint8_t>& buf, size_t off, T v) {
 class BlkQueueWorker {
 public:
     BlkQueueWorker(block::DiskImage& image, const std::string& serial, Virtqueue& vq, int kick_fd, Interrupt& irq,
-                   std::optional<cpu_set_t> cpus)
-        : image_(image), serial_(serial), vq_(vq), kick_fd_(kick_fd), irq_(irq), cpus_(cpus) {}
+                   std::optional<cpu_set_t> cpus, BlkCounters& counters)
+        : image_(image), serial_(serial), vq_(vq), kick_fd_(kick_fd), irq_(irq), cpus_(cpus), counters_(counters) {}
     ~BlkQueueWorker() {
         stop();
         if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -101,6 +102,8 @@ private:
         uint32_t used_len = 0;
         uint32_t pending = 0; // SQEs in flight
         bool failed = false;
+        uint32_t type = kNoType; // VIRTIO_BLK_T_*, for the counters
+        uint64_t bytes = 0;      // data bytes of the request
         uint32_t data_count = 0;
         std::array<iovec, kMaxChainSegments> data;                 // the request's data buffers
         std::array<iovec, kMaxChainSegments + 2 * kMaxExtents> sub; // slices of `data` per extent
@@ -117,6 +120,7 @@ private:
     [[nodiscard]] uint8_t start_rw(Slot& s, uint32_t slot, bool write, uint64_t sector);
     [[nodiscard]] uint8_t discard_or_zero(const Slot& s, bool zero);
     void complete(uint32_t slot, uint8_t status);
+    void count(const Slot& s, uint8_t status);
     void on_io(const io_uring_cqe& cqe);
     void interrupt_if_needed();
     [[nodiscard]] int file_index(int fd);
@@ -127,6 +131,7 @@ private:
     int kick_fd_;
     Interrupt& irq_;
     std::optional<cpu_set_t> cpus_;
+    BlkCounters& counters_;
     std::optional<EventFd> stop_fd_;
     io_uring ring_{};
     bool ring_ready_ = false;
@@ -251,6 +256,7 @@ void BlkQueueWorker::drain_queue() {
 
 void BlkQueueWorker::finish_broken(const Chain& c, const char* why) {
     spdlog::debug("virtio-blk: malformed request {}: {}", c.head, why);
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
     // The chain's own last byte when the walk could still find it; else the last valid
     // segment, if writable, is the driver's status byte as far as we can tell. An error
     // there ends the driver's wait. Otherwise the buffer comes back empty.
@@ -279,6 +285,8 @@ void BlkQueueWorker::start_request(const Chain& c) {
     s.failed = false;
     s.used_len = 1;
     s.data_count = 0;
+    s.type = kNoType;
+    s.bytes = 0;
 
     // The header: the first 16 readable bytes, whatever the segment boundaries.
     uint8_t header[kHeaderBytes];
@@ -304,9 +312,11 @@ void BlkQueueWorker::start_request(const Chain& c) {
         if (s.data_count == 0) data_writable = c.segments[i].writable;
         else if (c.segments[i].writable != data_writable) mixed = true;
         s.data[s.data_count++] = {c.segments[i].host + off, len};
+        s.bytes += len;
     }
     free_.pop_back();
     if (got < kHeaderBytes || mixed) return complete(slot_index, VIRTIO_BLK_S_IOERR);
+    s.type = type;
 
     switch (type) {
     case VIRTIO_BLK_T_IN:
@@ -472,9 +482,32 @@ void BlkQueueWorker::complete(uint32_t slot_index, uint8_t status) {
         return;
     }
     *s.status = status;
+    count(s, status);
     vq_.push_used(s.head, s.used_len);
     delivered_ = true;
     free_.push_back(slot_index);
+}
+
+void BlkQueueWorker::count(const Slot& s, uint8_t status) {
+    constexpr auto r = std::memory_order_relaxed;
+    if (status != VIRTIO_BLK_S_OK) {
+        counters_.errors.fetch_add(1, r);
+        return;
+    }
+    switch (s.type) {
+    case VIRTIO_BLK_T_IN:
+        counters_.read_requests.fetch_add(1, r);
+        counters_.read_bytes.fetch_add(s.bytes, r);
+        break;
+    case VIRTIO_BLK_T_OUT:
+        counters_.write_requests.fetch_add(1, r);
+        counters_.write_bytes.fetch_add(s.bytes, r);
+        break;
+    case VIRTIO_BLK_T_FLUSH: counters_.flush_requests.fetch_add(1, r); break;
+    case VIRTIO_BLK_T_DISCARD:
+    case VIRTIO_BLK_T_WRITE_ZEROES: counters_.discard_requests.fetch_add(1, r); break;
+    default: break; // GET_ID
+    }
 }
 
 VirtioBlk::VirtioBlk(std::unique_ptr<block::DiskImage> image, Options options)
@@ -526,7 +559,7 @@ Result<void> VirtioBlk::activate(const GuestMemory&, uint64_t, std::span<const Q
     for (size_t i = 0; i < queues.size(); ++i) {
         if (!queues[i].queue) continue;
         auto w = std::make_unique<BlkQueueWorker>(*image_, options_.serial, *queues[i].queue, queues[i].kick_fd, irq,
-                                                  options_.worker_cpus);
+                                                  options_.worker_cpus, counters_);
         // Thread names: "blk0-q0" from "virtio-blk0".
         std::string prefix = options_.name.starts_with("virtio-") ? options_.name.substr(7) : options_.name;
         KILN_TRY_CTX(w->start(fmt::format("{}-q{}", prefix, i)), "{} queue {}", options_.name, i);

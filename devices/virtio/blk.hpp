@@ -15,6 +15,8 @@
 // nonsense (see Virtqueue::pop) stops that queue and sets DEVICE_NEEDS_RESET.
 #pragma once
 
+#include <atomic>
+
 #include <sched.h>
 
 #include <optional>
@@ -31,6 +33,16 @@
 namespace kiln::virtio {
 
 class BlkQueueWorker;
+
+// Per-disk counters of completed requests, updated by the queue workers (relaxed
+// atomics) and read at any time (GET /vm/stats, --stats-json).
+struct BlkCounters {
+    std::atomic<uint64_t> read_requests{0}, read_bytes{0};
+    std::atomic<uint64_t> write_requests{0}, write_bytes{0};
+    std::atomic<uint64_t> flush_requests{0};
+    std::atomic<uint64_t> discard_requests{0}; // discard and write-zeroes
+    std::atomic<uint64_t> errors{0};           // completed with IOERR or UNSUPP, or malformed
+};
 
 class VirtioBlk final : public Device {
 public:
@@ -58,6 +70,7 @@ public:
     void reset() override;
 
     [[nodiscard]] block::DiskImage& image() const { return *image_; }
+    [[nodiscard]] const BlkCounters& counters() const { return counters_; }
 
 private:
     VirtioBlk(std::unique_ptr<block::DiskImage> image, Options options);
@@ -67,6 +80,7 @@ private:
     uint64_t features_ = 0;
     std::vector<uint8_t> config_; // struct virtio_blk_config, little-endian
     std::vector<std::unique_ptr<BlkQueueWorker>> workers_;
+    BlkCounters counters_;
 };
 
 } // namespace kiln::virtio

@@ -16,7 +16,8 @@ Usage:
   kiln disk create [options] FILE    make a qcow2 image, e.g. a child of a base image
   kiln host check [--json]           what this host offers Kiln: pass, warn or fail, and why
   kiln host paging set MODE          switch the host's KVM to ept/npt or shadow paging
-  kiln help [run|disk|host]          show this help, or the help of a command
+  kiln ctl --api-sock PATH ACTION    control a VM started with --api-sock (see 'kiln help ctl')
+  kiln help [run|disk|host|ctl]      show this help, or the help of a command
   kiln --version                     print the version
 
 Run 'kiln run --help' for the options of run, and the exit statuses.
@@ -127,6 +128,10 @@ Options:
                        CPUs allowed and KVM's counters (exits, halt polling);
                        memory backing, RSS, huge pages, KSM-merged pages; per
                        NIC frames and bytes each way, drops
+  --api-sock PATH      serve the control API (HTTP/1.1, JSON) on a unix socket at
+                       PATH (mode 0600): state, pause/resume/stop/kill, stats,
+                       Prometheus metrics, an event stream. See 'kiln help ctl'
+                       and docs/api/openapi.yaml
   --dump-acpi DIR      write each ACPI table to DIR/<SIGNATURE>.aml
   --dump-dtb FILE      write the device tree blob to FILE
   --log-level LEVEL    trace, debug, info, warn (default), error, off
@@ -250,6 +255,9 @@ Result<Command> parse_run(const std::vector<std::string>& args) {
         } else if (flag == "--stats-json") {
             cfg.stats_json_path = KILN_TRY(value());
             if (cfg.stats_json_path.empty()) return fail("--stats-json needs a file name");
+        } else if (flag == "--api-sock") {
+            run.api_sock = KILN_TRY(value());
+            if (run.api_sock.empty()) return fail("--api-sock needs a path");
         } else if (flag == "--dump-acpi") {
             cfg.dump_acpi_dir = KILN_TRY(value());
             if (cfg.dump_acpi_dir.empty()) return fail("--dump-acpi needs a directory");
@@ -359,7 +367,92 @@ Result<Command> parse_host(const std::vector<std::string>& args) {
     return fail("host: unknown command '{}' (see 'kiln host --help')", args[0]);
 }
 
+Result<Command> parse_ctl(const std::vector<std::string>& args) {
+    CtlCommand cmd;
+    std::optional<std::string> action;
+    for (size_t i = 0; i < args.size(); ++i) {
+        std::string a = args[i];
+        if (is_help(a)) return ShowHelp{ctl_help()};
+        std::optional<std::string> inline_value;
+        if (a.starts_with("--"))
+            if (auto eq = a.find('='); eq != std::string::npos) {
+                inline_value = a.substr(eq + 1);
+                a = a.substr(0, eq);
+            }
+        auto value = [&]() -> Result<std::string> {
+            if (inline_value) return *inline_value;
+            if (i + 1 >= args.size()) return fail("ctl: {} needs a value (see 'kiln help ctl')", a);
+            return args[++i];
+        };
+        if (a == "--api-sock") {
+            cmd.api_sock = KILN_TRY(value());
+            if (cmd.api_sock.empty()) return fail("ctl: --api-sock needs a path");
+        } else if (a == "--grace") {
+            const std::string v = KILN_TRY(value());
+            double g = 0;
+            auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), g);
+            if (ec != std::errc() || p != v.data() + v.size() || !std::isfinite(g) || g < 0 || g > 3600)
+                return fail("ctl: --grace: '{}' is not a number of seconds from 0 to 3600", v);
+            cmd.grace_seconds = g;
+        } else if (a == "--no-wait") {
+            cmd.wait = false;
+        } else if (a.starts_with("-")) {
+            return fail("ctl: unknown flag '{}' (see 'kiln help ctl')", a);
+        } else if (action) {
+            return fail("ctl: one action, not '{}' and '{}'", *action, a);
+        } else {
+            action = a;
+        }
+    }
+    if (cmd.api_sock.empty()) return fail("ctl: no socket given: use --api-sock PATH (see 'kiln help ctl')");
+    if (!action) return fail("ctl: no action given: status, pause, resume, stop, kill, stats, metrics, events or wait");
+    using A = CtlCommand::Action;
+    static const std::pair<const char*, A> actions[] = {
+        {"status", A::Status}, {"pause", A::Pause},     {"resume", A::Resume}, {"stop", A::Stop}, {"kill", A::Kill},
+        {"stats", A::Stats},   {"metrics", A::Metrics}, {"events", A::Events}, {"wait", A::Wait}};
+    bool found = false;
+    for (const auto& [name, act] : actions)
+        if (*action == name) {
+            cmd.action = act;
+            found = true;
+        }
+    if (!found)
+        return fail("ctl: unknown action '{}' (status, pause, resume, stop, kill, stats, metrics, events, wait)",
+                    *action);
+    if (cmd.grace_seconds && cmd.action != A::Stop) return fail("ctl: --grace applies to stop only");
+    if (!cmd.wait && cmd.action != A::Stop && cmd.action != A::Kill)
+        return fail("ctl: --no-wait applies to stop and kill only");
+    return cmd;
+}
+
 } // namespace
+
+std::string ctl_help() {
+    return R"(Usage: kiln ctl --api-sock PATH ACTION [--grace SECONDS] [--no-wait]
+
+A client of the control API of a VM started with 'kiln run --api-sock PATH'.
+
+Actions:
+  status     print the VM's state, configuration, uptime (and exit, once ended)
+  pause      park every vCPU; prints the new state
+  resume     let them run again
+  stop       ask the guest to shut down (ACPI power button), and stop it hard after
+             --grace SECONDS (default 10) if it has not; waits until the VM has ended
+  kill       end the VM at once; waits until it has ended
+  stats      print the VM's statistics as JSON (vCPUs, memory, disks, NICs)
+  metrics    print them in the Prometheus text format
+  events     print the VM's events, one JSON object per line, until it ends
+  wait       wait until the VM ends; exit with the VM's exit status
+
+Options:
+  --grace SECONDS   stop: the grace period before the hard stop (0 to 3600)
+  --no-wait         stop, kill: return once the request is accepted
+
+Exit status: 0 done; 1 the VM refused the request (e.g. pausing a VM that has
+ended; the reason is printed); 2 no VM serves on PATH; 125 bad usage or a
+malformed answer. 'wait' exits with the VM's own exit status (as 'kiln run' would).
+)";
+}
 
 Result<Command> parse(const std::vector<std::string>& args) {
     if (args.empty()) return fail("no command given (try 'kiln help')");
@@ -374,11 +467,13 @@ Result<Command> parse(const std::vector<std::string>& args) {
         if (rest.size() == 1 && rest[0] == "run") return ShowHelp{run_help()};
         if (rest.size() == 1 && rest[0] == "disk") return ShowHelp{disk_help()};
         if (rest.size() == 1 && rest[0] == "host") return ShowHelp{host_help()};
-        return fail("help: no such command '{}' (commands: run, disk, host)", rest[0]);
+        if (rest.size() == 1 && rest[0] == "ctl") return ShowHelp{ctl_help()};
+        return fail("help: no such command '{}' (commands: run, disk, host, ctl)", rest[0]);
     }
     if (cmd == "run") return parse_run(rest);
     if (cmd == "disk") return parse_disk(rest);
     if (cmd == "host") return parse_host(rest);
+    if (cmd == "ctl") return parse_ctl(rest);
     if (cmd.starts_with("-")) return fail("unknown option '{}' (try 'kiln help')", cmd);
     return fail("unknown command '{}' (try 'kiln help')", cmd);
 }

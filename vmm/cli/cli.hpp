@@ -2,6 +2,7 @@
 // error is unit-tested. main.cpp acts on the parsed Command.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -19,6 +20,7 @@ struct ShowHelp { std::string text; };
 struct ShowVersion {};
 struct RunCommand {
     MachineConfig config;
+    std::string api_sock; // --api-sock PATH: serve the control API there (vmm/api)
     spdlog::level::level_enum log_level = spdlog::level::warn;
 };
 
@@ -39,8 +41,17 @@ struct HostPagingSetCommand {
     bool dry_run = false;
 };
 
+// `kiln ctl --api-sock PATH ACTION`: a client of a running VM's control API.
+struct CtlCommand {
+    enum class Action : uint8_t { Status, Pause, Resume, Stop, Kill, Stats, Metrics, Events, Wait };
+    std::string api_sock;
+    Action action = Action::Status;
+    std::optional<double> grace_seconds; // stop: before the hard stop (default: the server's, 10 s)
+    bool wait = true;                    // stop, kill: return once the VM has ended
+};
+
 using Command = std::variant<ShowHelp, ShowVersion, RunCommand, DiskCreateCommand, HostCheckCommand,
-                             HostPagingSetCommand>;
+                             HostPagingSetCommand, CtlCommand>;
 
 // argv without the program name. Errors are one line, e.g.
 // "run: unknown flag '--foo' (see 'kiln run --help')".
@@ -50,5 +61,6 @@ using Command = std::variant<ShowHelp, ShowVersion, RunCommand, DiskCreateComman
 [[nodiscard]] std::string run_help();
 [[nodiscard]] std::string disk_help();
 [[nodiscard]] std::string host_help();
+[[nodiscard]] std::string ctl_help();
 
 } // namespace kiln::cli

@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include "kiln_version.hpp"
+#include "vmm/api/api_server.hpp"
 #include "vmm/base/logging.hpp"
 #include "vmm/cli/cli.hpp"
+#include "vmm/cli/ctl.hpp"
 #include "vmm/host/cpu_placement.hpp"
 #include "vmm/host/host_check.hpp"
 #include "vmm/host/paging_switch.hpp"
@@ -57,7 +59,18 @@ int run(kiln::cli::RunCommand cmd) {
     });
     if (!added) return die(added.error());
 
+    // The control socket serves from its own thread for as long as the VM runs, and
+    // hands the event streams their last line (guest-exited) before kiln exits.
+    api::MachineControl control(m);
+    std::unique_ptr<api::ApiServer> api_server;
+    if (!cmd.api_sock.empty()) {
+        auto server = api::ApiServer::create(control, cmd.api_sock);
+        if (!server) return die(server.error());
+        api_server = std::move(*server);
+    }
+
     auto result = m.run();
+    api_server.reset();
     if (!result) return die(result.error());
     const VmExit& e = *result;
     int status = to_exit_status(e);
@@ -120,6 +133,8 @@ int main(int argc, char** argv) {
                 return host_check(c);
             } else if constexpr (std::is_same_v<T, kiln::cli::HostPagingSetCommand>) {
                 return host_paging_set(c);
+            } else if constexpr (std::is_same_v<T, kiln::cli::CtlCommand>) {
+                return kiln::cli::run_ctl(c);
             } else {
                 return run(std::move(c));
             }

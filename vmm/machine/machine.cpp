@@ -61,6 +61,10 @@ uint64_t host_memory_bytes() {
 Machine::Machine(MachineConfig cfg) : cfg_(std::move(cfg)) {}
 
 Machine::~Machine() {
+    if (runner_.joinable()) {
+        stop({ExitReason::Stopped, 0, "the machine was destroyed while it ran"});
+        runner_.join();
+    }
     // Threads must be gone before the VM, memory and devices they use.
     stopping_.store(true, std::memory_order_release);
     for (auto& v : vcpus_) v->kick();
@@ -160,6 +164,7 @@ Result<void> Machine::build() {
                                        placement_.io_cpus.to_cpu_set()};
         spdlog::info("disk {}: {}{}", i, images[i]->describe(), images[i]->read_only() ? ", read-only" : "");
         auto blk = KILN_TRY(virtio::VirtioBlk::create(std::move(images[i]), std::move(opt)));
+        disks_.push_back(blk.get());
         const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(blk->name())));
         KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(blk)));
     }
@@ -222,6 +227,20 @@ Result<void> Machine::add_nics(std::vector<net::Tap> taps) {
 }
 
 Result<void> Machine::setup_input() {
+    {
+        int gfd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (gfd < 0) return fail_errno("timerfd_create");
+        grace_timer_ = Fd(gfd);
+        KILN_TRY(loop_->add(grace_timer_.get(), EPOLLIN, [this](uint32_t) {
+            std::chrono::milliseconds grace;
+            {
+                std::lock_guard lk(grace_mu_);
+                grace = grace_;
+            }
+            stop({ExitReason::Stopped, 0,
+                  fmt::format("stopped: the guest did not shut down within {:.1f} s", std::chrono::duration<double>(grace).count())});
+        }));
+    }
     if (cfg_.timeout_seconds) {
         int tfd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         if (tfd < 0) return fail_errno("timerfd_create");
@@ -249,8 +268,32 @@ Result<void> Machine::setup_input() {
 }
 
 Result<VmExit> Machine::run() {
-    if (ran_) return fail("a machine runs once");
-    ran_ = true;
+    if (ran_.exchange(true)) return fail("a machine runs once");
+    return run_once();
+}
+
+Result<void> Machine::start() {
+    if (ran_.exchange(true)) return fail("a machine runs once");
+    runner_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "kiln-io");
+        // This thread serves the VM's I/O events: on the I/O CPUs, as the CLI's does.
+        if (auto p = host::pin_thread(::pthread_self(), placement_.io_cpus); !p) {
+            runner_result_ = std::unexpected(p.error());
+            publish(MachineEvent::Kind::Error, std::nullopt, p.error().message());
+            return;
+        }
+        runner_result_ = run_once();
+    });
+    return {};
+}
+
+Result<VmExit> Machine::wait() {
+    if (runner_.joinable()) runner_.join();
+    if (!runner_result_) return fail("the machine was not started with start()");
+    return *runner_result_;
+}
+
+Result<VmExit> Machine::run_once() {
     if (cfg_.timeout_seconds) {
         itimerspec its{};
         double secs = *cfg_.timeout_seconds;
@@ -261,28 +304,87 @@ Result<VmExit> Machine::run() {
     }
     started_ = std::chrono::steady_clock::now();
     running_.store(true, std::memory_order_release);
+    bool all_started = true;
     for (auto& v : vcpus_) {
         if (auto r = v->start(); !r) {
             stop({ExitReason::HostError, 0, r.error().message()});
+            all_started = false;
             break;
         }
     }
+    if (all_started) publish(MachineEvent::Kind::Started);
     if (auto r = loop_->run(); !r) stop({ExitReason::HostError, 0, r.error().message()});
     for (auto& v : vcpus_) v->join();
     running_.store(false, std::memory_order_release);
     if (auto w = write_stats_json(); !w) spdlog::error("{}", w.error().message());
-    auto result = exits_->result();
-    if (!result) return VmExit{ExitReason::HostError, 0, "the VM ended without a reason"};
-    return *result;
+    VmExit result = exits_->result().value_or(VmExit{ExitReason::HostError, 0, "the VM ended without a reason"});
+    if (result.reason == ExitReason::HostError || result.reason == ExitReason::InternalError)
+        publish(MachineEvent::Kind::Error, std::nullopt, result.detail);
+    publish(MachineEvent::Kind::GuestExited, result);
+    return result;
+}
+
+double Machine::uptime_seconds() const {
+    if (started_ == std::chrono::steady_clock::time_point{}) return 0;
+    const int64_t ended = ended_ns_.load(std::memory_order_acquire);
+    const auto up = ended ? std::chrono::nanoseconds(ended) : std::chrono::steady_clock::now() - started_;
+    return std::chrono::duration<double>(up).count();
+}
+
+void Machine::publish(MachineEvent::Kind kind, std::optional<VmExit> exit, std::string message) {
+    MachineEvent e;
+    e.kind = kind;
+    e.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+    e.uptime_seconds = uptime_seconds();
+    e.exit = std::move(exit);
+    e.message = std::move(message);
+    events_.publish(e);
+}
+
+MachineState Machine::state() const {
+    if (exits_ && exits_->ended()) return MachineState::Exited;
+    if (!running_.load(std::memory_order_acquire)) return MachineState::Created;
+    if (shutting_down_.load(std::memory_order_acquire)) return MachineState::Stopping;
+    if (paused_.load(std::memory_order_acquire)) return MachineState::Paused;
+    return MachineState::Running;
+}
+
+std::optional<VmExit> Machine::exit() const {
+    if (!exits_ || !exits_->ended()) return std::nullopt;
+    return exits_->result();
+}
+
+Result<void> Machine::shutdown(std::chrono::milliseconds grace) {
+    if (!running_.load(std::memory_order_acquire) || exits_->ended()) return fail("the machine is not running");
+    if (grace.count() < 0) return fail("a negative grace period");
+    bool first = false;
+    {
+        std::lock_guard lk(grace_mu_);
+        const auto deadline = std::chrono::steady_clock::now() + grace;
+        first = !shutting_down_.exchange(true, std::memory_order_acq_rel);
+        if (first || deadline < grace_deadline_) {
+            grace_deadline_ = deadline;
+            grace_ = grace;
+            itimerspec its{};
+            const auto ns = std::max<int64_t>(1, std::chrono::nanoseconds(grace).count());
+            its.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+            its.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+            if (::timerfd_settime(grace_timer_.get(), 0, &its, nullptr) < 0) return fail_errno("timerfd_settime");
+        }
+    }
+    if (!first) return {};
+    publish(MachineEvent::Kind::Stopping, std::nullopt,
+            fmt::format("asked the guest to shut down; hard stop in {:.1f} s", std::chrono::duration<double>(grace).count()));
+    // A parked guest cannot act on the request.
+    if (paused_.load(std::memory_order_acquire)) KILN_TRY(resume());
+    return {};
 }
 
 MachineStats Machine::stats() const {
     MachineStats s;
-    const int64_t ended = ended_ns_.load(std::memory_order_acquire);
-    if (started_ != std::chrono::steady_clock::time_point{}) {
-        const auto up = ended ? std::chrono::nanoseconds(ended) : std::chrono::steady_clock::now() - started_;
-        s.uptime_seconds = std::chrono::duration<double>(up).count();
-    }
+    s.uptime_seconds = uptime_seconds();
     s.paging = paging_;
     // ksm_stat is missing on older kernels: then no KSM figure.
     s.memory = read_memory_stats(host::read_text_file("/proc/self/smaps_rollup").value_or(""),
@@ -290,6 +392,13 @@ MachineStats Machine::stats() const {
     s.memory.guest_bytes = cfg_.memory_bytes;
     s.memory.backing = cfg_.memory_backing.describe();
     for (const auto& v : vcpus_) s.vcpus.push_back(v->stats());
+    for (const auto* d : disks_) {
+        const auto& c = d->counters();
+        constexpr auto r = std::memory_order_relaxed;
+        s.disks.push_back({std::string(d->name()), d->image().describe(), c.read_requests.load(r),
+                           c.read_bytes.load(r), c.write_requests.load(r), c.write_bytes.load(r),
+                           c.flush_requests.load(r), c.discard_requests.load(r), c.errors.load(r)});
+    }
     for (const auto* n : nics_) {
         const auto& c = n->counters();
         constexpr auto r = std::memory_order_relaxed;
@@ -319,14 +428,19 @@ Result<void> Machine::pause() { return set_paused(true); }
 Result<void> Machine::resume() { return set_paused(false); }
 
 Result<void> Machine::set_paused(bool paused) {
-    std::lock_guard lk(pause_mu_);
-    if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
-        return fail("the machine is not running");
-    for (auto& v : vcpus_) {
-        if (paused) v->pause();
-        else v->resume();
+    {
+        std::lock_guard lk(pause_mu_);
+        if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
+            return fail("the machine is not running");
+        if (paused_.load(std::memory_order_acquire) == paused) return {};
+        for (auto& v : vcpus_) {
+            if (paused) v->pause();
+            else v->resume();
+        }
+        paused_.store(paused, std::memory_order_release);
     }
-    paused_.store(paused, std::memory_order_release);
+    // Outside the lock: a subscriber may pause or resume in turn.
+    publish(paused ? MachineEvent::Kind::Paused : MachineEvent::Kind::Resumed);
     return {};
 }
 

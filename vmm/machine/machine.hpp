@@ -4,7 +4,9 @@
 //   auto exit = (*m)->run();            // blocks; vCPU threads + the I/O event loop
 //   int status = to_exit_status(*exit);
 //
-// stop() may be called from any thread (a signal watcher, an embedder's scheduler).
+// or, for an embedder that runs several: (*m)->start(), then poll state() / exit(),
+// or wait(). stop(), shutdown(), pause(), resume(), stats() and subscribe() may be
+// called from any thread (a signal watcher, a control socket, a scheduler).
 #pragma once
 
 #include <atomic>
@@ -12,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "firmware/boot.hpp"
@@ -24,6 +27,7 @@
 #include "vmm/machine/console.hpp"
 #include "vmm/machine/device_manager.hpp"
 #include "vmm/machine/exit_latch.hpp"
+#include "vmm/machine/machine_events.hpp"
 #include "vmm/machine/run_stats.hpp"
 #include "vmm/machine/vcpu_thread.hpp"
 #include "vmm/memory/guest_memory.hpp"
@@ -31,6 +35,7 @@
 namespace kiln {
 
 namespace virtio {
+class VirtioBlk;
 class VirtioNet;
 }
 
@@ -45,8 +50,25 @@ public:
     // Runs once; the Result is an error only when the machine could not start.
     [[nodiscard]] Result<VmExit> run();
 
+    // Runs the machine on a thread of its own (what run() does on the caller's);
+    // wait() joins it. The destructor stops and joins a machine still running.
+    [[nodiscard]] Result<void> start();
+    [[nodiscard]] Result<VmExit> wait();
+
     // Ends the VM from outside (thread-safe); `run()` then returns this exit.
     void stop(VmExit why);
+    // A graceful stop: asks the guest to shut down through its own path (the ACPI power
+    // button) and ends the VM as ExitReason::Stopped if it has not ended after `grace`.
+    // A paused machine is resumed so the guest can act. Asking again only shortens the
+    // grace period. Thread-safe.
+    [[nodiscard]] Result<void> shutdown(std::chrono::milliseconds grace);
+
+    [[nodiscard]] MachineState state() const;
+    // How the VM ended, once it has.
+    [[nodiscard]] std::optional<VmExit> exit() const;
+    // Calls `cb` for every event from now on (machine_events.hpp) until the returned
+    // Subscription is destroyed.
+    [[nodiscard]] Subscription subscribe(EventHub::Callback cb) { return {&events_, events_.subscribe(std::move(cb))}; }
 
     // Pauses every vCPU (parked outside KVM_RUN; devices finish what is in flight) and
     // returns once they all are; resume() lets them run on. Thread-safe, for a running
@@ -76,6 +98,9 @@ private:
     [[nodiscard]] Result<void> build();
     [[nodiscard]] Result<void> setup_input();
     void on_vm_end();
+    [[nodiscard]] Result<VmExit> run_once();
+    [[nodiscard]] double uptime_seconds() const;
+    void publish(MachineEvent::Kind kind, std::optional<VmExit> exit = std::nullopt, std::string message = {});
     [[nodiscard]] Result<void> write_stats_json() const;
     [[nodiscard]] Result<void> set_paused(bool paused);
     [[nodiscard]] Result<void> add_nics(std::vector<net::Tap> taps);
@@ -99,10 +124,19 @@ private:
     Fd stats_json_; // --stats-json FILE, opened at start so a bad path fails before the run
     std::string paging_; // the host's paging mode as detected at start
     host::Placement placement_;
-    std::vector<const virtio::VirtioNet*> nics_; // owned by devices_, for the statistics
+    std::vector<const virtio::VirtioBlk*> disks_; // owned by devices_, for the statistics
+    std::vector<const virtio::VirtioNet*> nics_;
     std::chrono::steady_clock::time_point started_{};
     std::atomic<int64_t> ended_ns_{0}; // uptime when the VM ended; 0 while it runs
-    bool ran_ = false;
+    std::atomic<bool> ran_{false};
+    EventHub events_;
+    std::thread runner_;                  // start(): the thread that runs the machine
+    std::optional<Result<VmExit>> runner_result_;
+    std::atomic<bool> shutting_down_{false};
+    Fd grace_timer_;                      // shutdown(): the hard stop after the grace period
+    std::mutex grace_mu_;
+    std::chrono::steady_clock::time_point grace_deadline_{};
+    std::chrono::milliseconds grace_{0};
 };
 
 } // namespace kiln

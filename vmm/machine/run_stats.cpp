@@ -91,6 +91,14 @@ void to_json(nlohmann::json& j, const MachineStats& s) {
         for (const auto& c : v.kvm) kvm[c.name] = c.value;
         vcpus.push_back(std::move(o));
     }
+    auto& disks = j["disks"];
+    disks = nlohmann::json::array();
+    for (const auto& d : s.disks) {
+        disks.push_back({{"name", d.name}, {"image", d.image}, {"read_requests", d.read_requests},
+                         {"read_bytes", d.read_bytes}, {"write_requests", d.write_requests},
+                         {"write_bytes", d.write_bytes}, {"flush_requests", d.flush_requests},
+                         {"discard_requests", d.discard_requests}, {"errors", d.errors}});
+    }
     auto& nics = j["nics"];
     nics = nlohmann::json::array();
     for (const auto& n : s.nics) {

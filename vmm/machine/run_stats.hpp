@@ -53,11 +53,19 @@ struct NicStats {
     uint64_t tx_packets = 0, tx_bytes = 0, tx_errors = 0;
 };
 
+// One virtio-blk disk's counters (devices/virtio/blk.hpp: BlkCounters).
+struct DiskStats {
+    std::string name, image; // "virtio-blk0"; DiskImage::describe()
+    uint64_t read_requests = 0, read_bytes = 0, write_requests = 0, write_bytes = 0;
+    uint64_t flush_requests = 0, discard_requests = 0, errors = 0;
+};
+
 struct MachineStats {
     double uptime_seconds = 0;
     std::string paging;      // "shadow (kvm_pvm: ...)", as detected at start
     MemoryStats memory;
     std::vector<VcpuStats> vcpus;
+    std::vector<DiskStats> disks;
     std::vector<NicStats> nics;
 };
 
