@@ -5,7 +5,7 @@
 //   guest ended: guest-status, exit status 7 (the guest reported exit status 7)
 #include <cstdio>
 
-#include "vmm/machine/machine.hpp"
+#include <kiln/kiln.hpp>
 
 int main(int argc, char** argv) {
     if (argc < 2 || argc > 3) {
