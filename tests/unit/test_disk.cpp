@@ -68,18 +68,6 @@ void write_at(DiskImage& img, uint64_t off, size_t len, uint8_t byte) {
     write_via(img, off, std::vector<uint8_t>(len, byte));
 }
 
-// How many OFD locks /proc/locks lists on the file at `path`.
-int ofd_locks_on(const std::string& path) {
-    struct stat st{};
-    if (::stat(path.c_str(), &st) != 0) return 0;
-    // fmt, not operator+: GCC 12 -O2 flags the latter with a bogus -Wrestrict.
-    const std::string needle = fmt::format(":{} ", st.st_ino);
-    std::ifstream f("/proc/locks");
-    int n = 0;
-    for (std::string line; std::getline(f, line);)
-        if (line.find("OFDLCK") != std::string::npos && line.find(needle) != std::string::npos) ++n;
-    return n;
-}
 
 // A QEMU process this test starts and stops by its pid; it holds its images until then.
 class QemuPeer {
