@@ -41,6 +41,7 @@ void AcpiSleepControl::write(uint64_t offset, std::span<const uint8_t> data) {
         exits_.request_exit({ExitReason::PowerOff, 0, "the guest powered off (ACPI S5)"});
         break;
     case Request::Unsupported:
+        if (warned_.exchange(true)) break;
         spdlog::warn("the guest asked for ACPI sleep state S{} (SLEEP_CONTROL_REG {:#04x}); only S5 exists here, "
                      "it runs on",
                      (data[0] & layout::kAcpiSleepTypeMask) >> layout::kAcpiSleepTypeShift, data[0]);

@@ -60,6 +60,7 @@ public:
 
 private:
     VmExitSink& exits_;
+    std::atomic<bool> warned_{false}; // one warning per VM: the guest cannot flood the log
 };
 
 } // namespace kiln
