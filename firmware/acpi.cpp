@@ -32,6 +32,30 @@ void push(Bytes& b, T v) {
     put(b, b.size() - sizeof(T), v);
 }
 
+} // namespace
+
+aml::Bytes ged_device(const AcpiPowerDesc& power) {
+    aml::ResourceTemplate crs;
+    crs.interrupt(/*consumer=*/true, /*edge=*/true, /*active_low=*/false, /*shared=*/false, power.ged_gsi);
+    // _EVT (called by the OS's GED driver on the interrupt, Arg0 the GSI): read the
+    // event register (reading clears it) and notify whoever each set bit stands for.
+    const aml::Bytes events = aml::local(0);
+    return aml::device(
+        "GED_",
+        {aml::name("_HID", aml::string("ACPI0013")), aml::name("_UID", aml::integer(0)),
+         aml::name("_CRS", crs.buffer()),
+         aml::operation_region("EREG", aml::RegionSpace::SystemMemory, power.ged_base, 4),
+         aml::field("EREG", aml::FieldAccess::DWord, /*lock=*/false, aml::FieldUpdate::WriteAsZeros,
+                    {{"ESEL", 32}}),
+         aml::method("_EVT", 1, /*serialized=*/true,
+                     {aml::store(aml::name_string("ESEL"), events),
+                      aml::if_(aml::lequal(aml::and_(events, aml::integer(layout::kAcpiGedPowerButton)),
+                                           aml::integer(layout::kAcpiGedPowerButton)),
+                               {aml::notify(aml::name_string("PWRB"), aml::integer(kNotifyPowerButton))})})});
+}
+
+namespace {
+
 // The DSDT's definition block: \_SB_ with COM1 and one LNRO0005 device per virtio-mmio
 // device, named VR00.. by index (_UID the index, so /sys/bus/acpi names are stable).
 Bytes dsdt(const Platform& p) {
@@ -54,7 +78,19 @@ Bytes dsdt(const Platform& p) {
                                             aml::name("_CCA", aml::integer(1)), // DMA is cache-coherent
                                             aml::name("_CRS", crs.buffer())}));
     }
-    return aml::sdt("DSDT", kDsdtRevision, "KILNDSDT", aml::scope("\\_SB_", devices));
+    if (p.acpi_power) {
+        devices.push_back(ged_device(*p.acpi_power));
+        devices.push_back(aml::device("PWRB", {aml::name("_HID", aml::eisa_id("PNP0C0C")),
+                                               aml::name("_UID", aml::integer(0))}));
+    }
+    Bytes body = aml::scope("\\_SB_", devices);
+    if (p.acpi_power) {
+        // \_S5: the SLP_TYP values for S5 (soft off); the second is for a separate
+        // SLP_TYPb register, which a hardware-reduced machine does not have.
+        const Bytes s5 = aml::name("_S5_", aml::package({aml::integer(layout::kAcpiS5SleepType), aml::integer(0)}));
+        body.insert(body.end(), s5.begin(), s5.end());
+    }
+    return aml::sdt("DSDT", kDsdtRevision, "KILNDSDT", body);
 }
 
 Bytes madt(const Platform& p) {
@@ -104,6 +140,17 @@ Bytes fadt(const Platform& p, uint64_t dsdt_address) {
     put(body, at(112), kFadtHwReducedAcpi | kFadtPowerButton | kFadtSleepButton);
     put(body, at(131), kFadtMinorRevision);
     put(body, at(140), dsdt_address); // X_DSDT; the 32-bit DSDT field stays 0
+    if (p.acpi_power) {
+        // SLEEP_CONTROL_REG and SLEEP_STATUS_REG: Generic Address Structures for one
+        // byte-wide I/O port.
+        for (size_t off : {kFadtSleepControlOffset, kFadtSleepStatusOffset}) {
+            body[at(off)] = kGasSystemIo;
+            body[at(off) + 1] = 8;        // register bit width
+            body[at(off) + 2] = 0;        // bit offset
+            body[at(off) + 3] = kGasByteAccess;
+            put(body, at(off) + 4, uint64_t{p.acpi_power->sleep_port});
+        }
+    }
     std::memcpy(body.data() + at(268), "KILNVMM ", 8); // hypervisor vendor identity
     return aml::sdt("FACP", kFadtRevision, "KILNFACP", body);
 }

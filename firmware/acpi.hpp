@@ -7,7 +7,13 @@
 //                             -> APIC (MADT: every vCPU's local APIC, the IOAPIC)
 // The DSDT holds one LNRO0005 device per virtio-mmio device (the ACPI ID Linux's
 // virtio_mmio driver matches) with its Memory32Fixed window and edge/active-high
-// Interrupt, and COM1 as PNP0501 with its I/O ports and IRQ.
+// Interrupt, COM1 as PNP0501 with its I/O ports and IRQ, and the power button the
+// hardware-reduced way (ACPI 6.3 section 5.6.9, as Cloud Hypervisor and QEMU microvm do
+// it): a Generic Event Device \_SB.GED_ (ACPI0013) with an edge/active-high Interrupt
+// and an _EVT method that reads its event register (OperationRegion EREG, Field ESEL)
+// and, for the power button bit, does Notify (PWRB, 0x80) on \_SB.PWRB (PNP0C0C);
+// plus \_S5 = Package () {5, 0}. The FADT's SLEEP_CONTROL_REG / SLEEP_STATUS_REG name
+// the I/O port where the guest writes SLP_TYP = 5 | SLP_EN to power off.
 //
 // No Interrupt Source Overrides: Kiln keeps KVM's default GSI routing, ISA IRQ n ->
 // IOAPIC pin n (the PIT on pin 0), exactly what the MP table says. (QEMU reroutes GSI 0
@@ -52,6 +58,9 @@ struct Tables {
 [[nodiscard]] Result<Tables> build(const Platform& platform, uint64_t base = kRsdpAddress,
                                    uint64_t limit = layout::kAcpiTablesEnd);
 
+// The DSDT's Device (GED_) for `power`, alone: for the tests.
+[[nodiscard]] std::vector<uint8_t> ged_device(const AcpiPowerDesc& power);
+
 // Writes the tables into guest memory at their addresses.
 [[nodiscard]] Result<void> write(const GuestMemory& mem, const Tables& tables);
 
@@ -78,5 +87,8 @@ inline constexpr uint16_t kIapcVgaNotPresent = 1u << 2, kIapcMsiNotSupported = 1
                           kIapcPcieAspmControls = 1u << 4, kIapcCmosRtcNotPresent = 1u << 5;
 inline constexpr uint32_t kMadtPcatCompat = 1;
 inline constexpr size_t kRsdpSize = 36, kFadtSize = 276;
+inline constexpr size_t kFadtSleepControlOffset = 244, kFadtSleepStatusOffset = 256; // ACPI 6.3 table 5-34
+inline constexpr uint8_t kGasSystemIo = 1, kGasByteAccess = 1;
+inline constexpr uint8_t kNotifyPowerButton = 0x80; // the button was pressed (ACPI 6.3 section 4.8.3.1.1)
 
 } // namespace kiln::firmware::acpi

@@ -13,7 +13,9 @@ constexpr uint8_t kZeroOp = 0x00, kOneOp = 0x01, kOnesOp = 0xff;
 constexpr uint8_t kBytePrefix = 0x0a, kWordPrefix = 0x0b, kDWordPrefix = 0x0c, kQWordPrefix = 0x0e;
 constexpr uint8_t kStringPrefix = 0x0d;
 constexpr uint8_t kNameOp = 0x08, kScopeOp = 0x10, kBufferOp = 0x11, kPackageOp = 0x12;
-constexpr uint8_t kExtOpPrefix = 0x5b, kDeviceOp = 0x82;
+constexpr uint8_t kExtOpPrefix = 0x5b, kDeviceOp = 0x82, kOpRegionOp = 0x80, kFieldOp = 0x81;
+constexpr uint8_t kMethodOp = 0x14, kStoreOp = 0x70, kAndOp = 0x7b, kNotifyOp = 0x86, kLEqualOp = 0x93,
+                  kIfOp = 0xa0, kLocal0Op = 0x60, kArg0Op = 0x68;
 constexpr uint8_t kRootChar = '\\', kDualNamePrefix = 0x2e, kMultiNamePrefix = 0x2f, kNullName = 0x00;
 
 // Resource descriptor tags (ACPI 6.3 section 6.4).
@@ -176,6 +178,89 @@ Bytes device(std::string_view path, const std::vector<Bytes>& terms) {
     Bytes body = name_string(path);
     for (const auto& t : terms) append(body, t);
     return with_pkg({kExtOpPrefix, kDeviceOp}, body);
+}
+
+Bytes method(std::string_view path, uint8_t arg_count, bool serialized, const std::vector<Bytes>& terms) {
+    if (arg_count > 7) std::abort();
+    Bytes body = name_string(path);
+    body.push_back(static_cast<uint8_t>(arg_count | (serialized ? 0x08 : 0))); // SyncLevel 0
+    for (const auto& t : terms) append(body, t);
+    return with_pkg({kMethodOp}, body);
+}
+
+Bytes local(uint8_t n) {
+    if (n > 7) std::abort();
+    return {static_cast<uint8_t>(kLocal0Op + n)};
+}
+
+Bytes arg(uint8_t n) {
+    if (n > 6) std::abort();
+    return {static_cast<uint8_t>(kArg0Op + n)};
+}
+
+Bytes store(const Bytes& value, const Bytes& target) {
+    Bytes out{kStoreOp};
+    append(out, value);
+    append(out, target);
+    return out;
+}
+
+Bytes and_(const Bytes& a, const Bytes& b) {
+    Bytes out{kAndOp};
+    append(out, a);
+    append(out, b);
+    out.push_back(kNullName); // no target: the result is the value of the expression
+    return out;
+}
+
+Bytes lequal(const Bytes& a, const Bytes& b) {
+    Bytes out{kLEqualOp};
+    append(out, a);
+    append(out, b);
+    return out;
+}
+
+Bytes if_(const Bytes& predicate, const std::vector<Bytes>& terms) {
+    Bytes body = predicate;
+    for (const auto& t : terms) append(body, t);
+    return with_pkg({kIfOp}, body);
+}
+
+Bytes notify(const Bytes& object, const Bytes& value) {
+    Bytes out{kNotifyOp};
+    append(out, object);
+    append(out, value);
+    return out;
+}
+
+Bytes operation_region(std::string_view name, RegionSpace space, uint64_t offset, uint64_t length) {
+    Bytes out{kExtOpPrefix, kOpRegionOp};
+    append_seg(out, name);
+    out.push_back(static_cast<uint8_t>(space));
+    append(out, integer(offset));
+    append(out, integer(length));
+    return out;
+}
+
+Bytes field(std::string_view region, FieldAccess access, bool lock, FieldUpdate update,
+            const std::vector<FieldUnit>& units) {
+    Bytes body = name_string(region);
+    body.push_back(static_cast<uint8_t>(static_cast<uint8_t>(access) | (lock ? 0x10 : 0) |
+                                        (static_cast<uint8_t>(update) << 5)));
+    for (const auto& u : units) {
+        append_seg(body, u.name);
+        // A unit's bit count uses the PkgLength layout but counts only the bits, not
+        // its own bytes (ACPI 6.3 section 20.2.5.2, NamedField).
+        if (u.bits == 0 || u.bits >= (1u << 28)) std::abort();
+        if (u.bits <= 0x3f) {
+            body.push_back(static_cast<uint8_t>(u.bits));
+        } else {
+            const size_t follow = u.bits < (1u << 12) ? 1 : u.bits < (1u << 20) ? 2 : 3;
+            body.push_back(static_cast<uint8_t>((follow << 6) | (u.bits & 0x0f)));
+            for (size_t i = 0; i < follow; ++i) body.push_back(static_cast<uint8_t>(u.bits >> (4 + 8 * i)));
+        }
+    }
+    return with_pkg({kExtOpPrefix, kFieldOp}, body);
 }
 
 ResourceTemplate& ResourceTemplate::memory32_fixed(bool read_write, uint32_t base, uint32_t length) {

@@ -34,6 +34,32 @@ using Bytes = std::vector<uint8_t>;
 [[nodiscard]] Bytes scope(std::string_view path, const std::vector<Bytes>& terms);
 [[nodiscard]] Bytes device(std::string_view path, const std::vector<Bytes>& terms);
 
+// Control methods and the terms Kiln's methods use (ACPI 6.3 sections 19.6 and 20.2.5).
+// A value or target is any encoded term: integer(), local(), arg(), or name_string()
+// for a named object.
+[[nodiscard]] Bytes method(std::string_view path, uint8_t arg_count, bool serialized,
+                           const std::vector<Bytes>& terms); // Method (PATH, N, Serialized) {...}
+[[nodiscard]] Bytes local(uint8_t n);                           // Local0..Local7
+[[nodiscard]] Bytes arg(uint8_t n);                             // Arg0..Arg6
+[[nodiscard]] Bytes store(const Bytes& value, const Bytes& target); // target = value
+[[nodiscard]] Bytes and_(const Bytes& a, const Bytes& b);       // (a & b), no target
+[[nodiscard]] Bytes lequal(const Bytes& a, const Bytes& b);     // (a == b)
+[[nodiscard]] Bytes if_(const Bytes& predicate, const std::vector<Bytes>& terms);
+[[nodiscard]] Bytes notify(const Bytes& object, const Bytes& value); // Notify (object, value)
+
+// OperationRegion (NAME, space, offset, length) and Field (NAME, access, lock, update)
+// {unit, bits, ...}: registers the AML reads and writes.
+enum class RegionSpace : uint8_t { SystemMemory = 0, SystemIO = 1 };
+enum class FieldAccess : uint8_t { Any = 0, Byte = 1, Word = 2, DWord = 3, QWord = 4, Buffer = 5 };
+enum class FieldUpdate : uint8_t { Preserve = 0, WriteAsOnes = 1, WriteAsZeros = 2 };
+struct FieldUnit {
+    std::string_view name; // one NameSeg
+    uint32_t bits = 0;
+};
+[[nodiscard]] Bytes operation_region(std::string_view name, RegionSpace space, uint64_t offset, uint64_t length);
+[[nodiscard]] Bytes field(std::string_view region, FieldAccess access, bool lock, FieldUpdate update,
+                          const std::vector<FieldUnit>& units);
+
 // A ResourceTemplate (a Buffer of resource descriptors ending with an End Tag), as
 // ACPI 6.3 section 6.4 encodes them.
 class ResourceTemplate {

@@ -1,5 +1,5 @@
 // The one description of the machine the guest sees: vCPUs, interrupt controllers, the
-// legacy serial port and the virtio-mmio devices. The MP table, the ACPI tables, the
+// legacy serial port, the virtio-mmio devices and the ACPI power button. The MP table, the ACPI tables, the
 // device tree and the `virtio_mmio.device=` command-line words are all generated from
 // it, so the four ways a kernel can discover the machine never disagree.
 //
@@ -40,6 +40,17 @@ struct VirtioMmioDesc {
     std::string name;                     // e.g. "virtio-blk disk0"; informative only
 };
 
+// ACPI power management, hardware-reduced: the Generic Event Device (ACPI0013) whose
+// _EVT notifies the power button (PNP0C0C), with its event register window and its
+// interrupt (edge-triggered, active high, on an IOAPIC pin), and the FADT's sleep
+// control/status port, through which a guest enters S5 (powers off).
+struct AcpiPowerDesc {
+    uint64_t ged_base = layout::kAcpiGedBase;
+    uint64_t ged_size = layout::kAcpiGedSize;
+    uint32_t ged_gsi = layout::kAcpiGedGsi;
+    uint16_t sleep_port = layout::kAcpiSleepPort;
+};
+
 struct Platform {
     uint32_t num_cpus = 1;                // APIC IDs 0..num_cpus-1, vCPU 0 boots
     uint64_t lapic_address = layout::kLapic;
@@ -51,6 +62,9 @@ struct Platform {
     bool has_cmos_rtc = false;
     std::optional<SerialDesc> com1 = SerialDesc{};
     std::vector<VirtioMmioDesc> virtio_mmio;
+    // The power button and S5: described in the ACPI tables only (the MP table and the
+    // device tree have no way to say it).
+    std::optional<AcpiPowerDesc> acpi_power = AcpiPowerDesc{};
 
     // Kiln's machine: `num_cpus` vCPUs, the IOAPIC (ID num_cpus, as the MP table has
     // always had it) at layout::kIoApic, the LAPICs at layout::kLapic, COM1 at 0x3f8
@@ -76,9 +90,10 @@ struct Platform {
         return d;
     }
 
-    // Consistency checks every generator relies on: vCPU count, device windows inside
-    // the 32-bit MMIO hole and disjoint, GSIs on IOAPIC pins and distinct from each
-    // other and from COM1's, and the IOAPIC ID distinct from every vCPU's APIC ID.
+    // Consistency checks every generator relies on: vCPU count, device windows (virtio,
+    // the ACPI GED) inside the 32-bit MMIO hole and disjoint, GSIs on IOAPIC pins and
+    // distinct from each other and from COM1's, and the IOAPIC ID distinct from every
+    // vCPU's APIC ID.
     [[nodiscard]] Result<void> validate() const {
         if (num_cpus == 0 || num_cpus > kMaxCpus)
             return fail("the machine describes 1 to {} vCPUs, not {}", kMaxCpus, num_cpus);
@@ -88,18 +103,33 @@ struct Platform {
         auto on_ioapic = [&](uint32_t gsi) { return gsi >= ioapic.gsi_base && gsi - ioapic.gsi_base < ioapic.pins; };
         if (com1 && (com1->irq >= 16 || !on_ioapic(com1->irq)))
             return fail("COM1 IRQ {} is not an ISA IRQ routed to the IOAPIC", com1->irq);
+        if (acpi_power) {
+            const auto& a = *acpi_power;
+            if (a.ged_size < 4 || !in_mmio_hole(a.ged_base, a.ged_size))
+                return fail("ACPI GED: window [{:#x}, +{:#x}) is not inside the MMIO hole below the IOAPIC",
+                            a.ged_base, a.ged_size);
+            if (!on_ioapic(a.ged_gsi)) return fail("ACPI GED: GSI {} is not an IOAPIC pin", a.ged_gsi);
+            if (com1 && a.ged_gsi == com1->irq) return fail("ACPI GED: GSI {} is COM1's interrupt", a.ged_gsi);
+            if (com1 && a.sleep_port >= com1->port && a.sleep_port < com1->port + 8)
+                return fail("ACPI sleep port {:#x} is inside COM1's ports", a.sleep_port);
+        }
         for (size_t i = 0; i < virtio_mmio.size(); ++i) {
             const auto& d = virtio_mmio[i];
             if (d.size == 0 || d.size % 0x200 != 0)
                 return fail("virtio-mmio device {}: window size {:#x} is not a non-zero multiple of 0x200", i,
                             d.size);
-            if (d.base < layout::kMmioHoleStart || d.base >= layout::kIoApic || layout::kIoApic - d.base < d.size)
+            if (!in_mmio_hole(d.base, d.size))
                 return fail("virtio-mmio device {}: window [{:#x}, +{:#x}) is not inside the MMIO hole below the "
                             "IOAPIC",
                             i, d.base, d.size);
             if (!on_ioapic(d.gsi)) return fail("virtio-mmio device {}: GSI {} is not an IOAPIC pin", i, d.gsi);
             if (com1 && d.gsi == com1->irq)
                 return fail("virtio-mmio device {}: GSI {} is COM1's interrupt", i, d.gsi);
+            if (acpi_power && d.gsi == acpi_power->ged_gsi)
+                return fail("virtio-mmio device {}: GSI {} is the ACPI GED's interrupt", i, d.gsi);
+            if (acpi_power && d.base < acpi_power->ged_base + acpi_power->ged_size &&
+                acpi_power->ged_base < d.base + d.size)
+                return fail("virtio-mmio device {} overlaps the ACPI GED at {:#x}", i, d.base);
             for (size_t j = 0; j < i; ++j) {
                 const auto& o = virtio_mmio[j];
                 if (d.base < o.base + o.size && o.base < d.base + d.size)
@@ -108,6 +138,12 @@ struct Platform {
             }
         }
         return {};
+    }
+
+    // [base, base + size) inside the 32-bit MMIO hole, below the IOAPIC.
+    [[nodiscard]] static bool in_mmio_hole(uint64_t base, uint64_t size) {
+        return size != 0 && base >= layout::kMmioHoleStart && base < layout::kIoApic &&
+               layout::kIoApic - base >= size;
     }
 
     // xAPIC IDs are 8 bits, 0xff is broadcast, and the IOAPIC takes the ID after the last

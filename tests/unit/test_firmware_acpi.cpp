@@ -4,6 +4,7 @@
 // virtio interrupt entries; the virtio_mmio.device= words.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <regex>
 #include <string>
 #include <vector>
@@ -62,7 +63,124 @@ std::vector<std::string> all_matches(const std::string& text, const std::string&
     return out;
 }
 
+// Compiles `asl` (the terms of a DSDT's definition block) with iasl and returns the
+// AML after the table header: what Kiln's encoder must produce for the same terms.
+// -on: names stay as written (iasl would shorten \_SB to _SB at the root); integer
+// and constant optimizations stay on, as Kiln's encoder picks the shortest form too.
+aml::Bytes iasl_compile(const std::string& asl) {
+    REQUIRE_MESSAGE(have_tool("iasl"), "iasl not found: install acpica-tools (scripts/install-deps)");
+    ScratchDir dir;
+    const std::string text = "DefinitionBlock (\"\", \"DSDT\", 2, \"KILN  \", \"KILNDSDT\", 1)\n{\n" + asl + "\n}\n";
+    write_bytes(dir.path / "t.asl", std::vector<uint8_t>(text.begin(), text.end()));
+    const auto r = run_tool("cd '" + dir.path.string() + "' && iasl -on -p out t.asl");
+    REQUIRE_MESSAGE(r.status == 0, r.out);
+    const auto aml = read_bytes(dir.path / "out.aml");
+    REQUIRE(aml.size() >= aml::kSdtHeaderSize);
+    return aml::Bytes(aml.begin() + aml::kSdtHeaderSize, aml.end());
+}
+
+// A data table's iasl -d text without the "[0F4h 0244  12]" offsets, squeezed: fields
+// and the structures they hold compare as one line.
+std::string table_fields(const std::string& dsl) {
+    return squeeze(std::regex_replace(dsl, std::regex("\\[[0-9A-F]+h [0-9]+ +[0-9]+\\]"), ""));
+}
+
+std::string hex_diff(const aml::Bytes& kiln, const aml::Bytes& iasl) {
+    std::string out = "kiln:";
+    for (auto b : kiln) out += fmt::format(" {:02x}", b);
+    out += "\niasl:";
+    for (auto b : iasl) out += fmt::format(" {:02x}", b);
+    return out;
+}
+
+aml::Bytes concat(const std::vector<aml::Bytes>& terms) {
+    aml::Bytes out;
+    for (const auto& t : terms) out.insert(out.end(), t.begin(), t.end());
+    return out;
+}
+
 } // namespace
+
+TEST_CASE("AML: methods, control flow, operation regions and fields match iasl's bytes") {
+    using aml::Bytes;
+    // Every term the power button's AML uses, and the variants Kiln does not use yet
+    // (SystemIO, a lock, a multi-byte field length, Arg, a Notify on a path).
+    const std::string asl = R"(
+        Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) }
+        OperationRegion (PIOR, SystemIO, 0x03C0, 0x0400)
+        Field (PIOR, ByteAcc, Lock, Preserve) { AAAA, 8, BBBB, 100, CCCC, 5000 }
+        OperationRegion (MREG, SystemMemory, 0x1FEB00000, 0x04)
+        Field (MREG, AnyAcc, NoLock, WriteAsOnes) { DDDD, 32 }
+        Method (MTHD, 2, NotSerialized)
+        {
+            Local1 = Arg1
+            If (((Local1 & 0x0100) == Arg0))
+            {
+                Notify (\PWRB, 0x02)
+                Notify (PWRB, Local1)
+            }
+        }
+        Method (MTH2, 0, Serialized) { If (One) {} }
+    )";
+    const Bytes expected = iasl_compile(asl);
+    const Bytes local1 = aml::local(1);
+    const Bytes got = concat({
+        aml::device("PWRB", {aml::name("_HID", aml::eisa_id("PNP0C0C"))}),
+        aml::operation_region("PIOR", aml::RegionSpace::SystemIO, 0x3c0, 0x400),
+        aml::field("PIOR", aml::FieldAccess::Byte, true, aml::FieldUpdate::Preserve,
+                   {{"AAAA", 8}, {"BBBB", 100}, {"CCCC", 5000}}),
+        aml::operation_region("MREG", aml::RegionSpace::SystemMemory, 0x1feb00000, 4),
+        aml::field("MREG", aml::FieldAccess::Any, false, aml::FieldUpdate::WriteAsOnes, {{"DDDD", 32}}),
+        aml::method("MTHD", 2, false,
+                    {aml::store(aml::arg(1), local1),
+                     aml::if_(aml::lequal(aml::and_(local1, aml::integer(0x100)), aml::arg(0)),
+                              {aml::notify(aml::name_string("\\PWRB"), aml::integer(2)),
+                               aml::notify(aml::name_string("PWRB"), local1)})}),
+        aml::method("MTH2", 0, true, {aml::if_(aml::integer(1), {})}),
+    });
+    CHECK_MESSAGE(got == expected, hex_diff(got, expected));
+    CHECK(aml::local(0) == Bytes{0x60});
+    CHECK(aml::local(7) == Bytes{0x67});
+    CHECK(aml::arg(0) == Bytes{0x68});
+    CHECK(aml::arg(6) == Bytes{0x6e});
+}
+
+TEST_CASE("ACPI: the power button's GED device is the AML iasl makes of its ASL") {
+    const AcpiPowerDesc power;
+    const std::string asl = fmt::format(R"(
+        Scope (\_SB)
+        {{
+            Device (GED_)
+            {{
+                Name (_HID, "ACPI0013")
+                Name (_UID, Zero)
+                Name (_CRS, ResourceTemplate () {{ Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) {{{}}} }})
+                OperationRegion (EREG, SystemMemory, 0x{:X}, 0x04)
+                Field (EREG, DWordAcc, NoLock, WriteAsZeros) {{ ESEL, 32 }}
+                Method (_EVT, 1, Serialized)
+                {{
+                    Local0 = ESEL
+                    If (((Local0 & 0x02) == 0x02)) {{ Notify (PWRB, 0x80) }}
+                }}
+            }}
+            Device (PWRB) {{ Name (_HID, EisaId ("PNP0C0C")) Name (_UID, Zero) }}
+        }}
+        Name (_S5, Package () {{ 0x05, Zero }})
+    )",
+                                        layout::kAcpiGedGsi, layout::kAcpiGedBase);
+    const aml::Bytes expected = iasl_compile(asl);
+    // Kiln's DSDT for a machine without COM1 and virtio devices is exactly that.
+    auto p = Platform::standard(1);
+    p.com1.reset();
+    auto t = acpi::build(p);
+    REQUIRE(t);
+    const auto& dsdt = t->find("DSDT")->bytes;
+    const aml::Bytes got(dsdt.begin() + aml::kSdtHeaderSize, dsdt.end());
+    CHECK_MESSAGE(got == expected, hex_diff(got, expected));
+    // And the device alone is a prefix of the scope's body.
+    const aml::Bytes ged = acpi::ged_device(power);
+    CHECK(std::search(expected.begin(), expected.end(), ged.begin(), ged.end()) != expected.end());
+}
 
 TEST_CASE("AML: encodings of lengths, integers, names, EISA IDs and resources") {
     using aml::Bytes;
@@ -191,7 +309,7 @@ TEST_CASE("ACPI: a clear error when the tables do not fit, or the machine is inc
     CHECK(Platform::standard(255).validate().error().message() == "the machine describes 1 to 254 vCPUs, not 255");
 }
 
-TEST_CASE("ACPI: iasl -d reads the DSDT's LNRO0005 devices and COM1 as built") {
+TEST_CASE("ACPI: iasl -d reads the DSDT's LNRO0005 devices, COM1 and the power button as built") {
     const auto p = platform_with(2, layout::kVirtioMmioMaxDevices);
     auto t = acpi::build(p);
     REQUIRE(t);
@@ -215,6 +333,79 @@ TEST_CASE("ACPI: iasl -d reads the DSDT's LNRO0005 devices and COM1 as built") {
     const std::string com1 = "Device(COM1){Name(_HID,EisaId(\"PNP0501\"))Name(_UID,One)"
                              "Name(_CRS,ResourceTemplate(){IO(Decode16,0x03F8,0x03F8,0x08,0x08,)IRQNoFlags(){4}})}";
     CHECK_MESSAGE(asl.find(com1) != std::string::npos, asl);
+
+    // The power button: the GED with its interrupt, event register and _EVT, PWRB, _S5.
+    const std::string ged = fmt::format(
+        "Device(GED){{Name(_HID,\"ACPI0013\")Name(_UID,Zero)"
+        "Name(_CRS,ResourceTemplate(){{Interrupt(ResourceConsumer,Edge,ActiveHigh,Exclusive,,,){{0x{:08X},}}}})"
+        "OperationRegion(EREG,SystemMemory,0x{:08X},0x04)Field(EREG,DWordAcc,NoLock,WriteAsZeros){{ESEL,32}}"
+        "Method(_EVT,1,Serialized){{Local0=ESELIf(((Local0&0x02)==0x02)){{Notify(PWRB,0x80)}}}}}}",
+        layout::kAcpiGedGsi, layout::kAcpiGedBase);
+    CHECK_MESSAGE(asl.find(ged) != std::string::npos, asl);
+    CHECK(asl.find("Device(PWRB){Name(_HID,EisaId(\"PNP0C0C\"))Name(_UID,Zero)}") != std::string::npos);
+    CHECK(asl.find("Name(_S5,Package(0x02){0x05,Zero})") != std::string::npos);
+}
+
+TEST_CASE("ACPI: a machine without the power button has no GED, no _S5 and no sleep registers") {
+    auto p = platform_with(1, 1);
+    p.acpi_power.reset();
+    auto t = acpi::build(p);
+    REQUIRE(t);
+    ScratchDir dir;
+    const std::string asl = asl_compact(disassemble(*t, dir, "DSDT"));
+    CHECK(asl.find("ACPI0013") == std::string::npos);
+    CHECK(asl.find("PNP0C0C") == std::string::npos);
+    CHECK(asl.find("_S5") == std::string::npos);
+    const std::string fadt = table_fields(disassemble(*t, dir, "FACP"));
+    CHECK(fadt.find("Sleep Control Register : [Generic Address Structure] Space ID : 00 [SystemMemory] "
+                    "Bit Width : 00") != std::string::npos);
+}
+
+TEST_CASE("ACPI: the FADT's sleep control and status registers name the sleep port") {
+    const auto p = platform_with(1, 0);
+    auto t = acpi::build(p);
+    REQUIRE(t);
+    const auto& fadt = t->find("FACP")->bytes;
+    for (size_t off : {acpi::kFadtSleepControlOffset, acpi::kFadtSleepStatusOffset}) {
+        CAPTURE(off);
+        CHECK(fadt[off] == 1);     // SystemIO
+        CHECK(fadt[off + 1] == 8); // bit width
+        CHECK(fadt[off + 2] == 0); // bit offset
+        CHECK(fadt[off + 3] == 1); // byte access
+        CHECK(le(fadt, off + 4, 8) == layout::kAcpiSleepPort);
+    }
+    ScratchDir dir;
+    const std::string dsl = table_fields(disassemble(*t, dir, "FACP"));
+    for (const char* reg : {"Sleep Control Register", "Sleep Status Register"}) {
+        CAPTURE(reg);
+        CHECK(dsl.find(fmt::format("{} : [Generic Address Structure] Space ID : 01 [SystemIO] Bit Width : 08 "
+                                   "Bit Offset : 00 Encoded Access Width : 01 [Byte Access:8] "
+                                   "Address : 00000000000003C0",
+                                   reg)) != std::string::npos);
+    }
+}
+
+TEST_CASE("ACPI: the power button's place in the machine is checked like every device's") {
+    auto p = platform_with(1, 1);
+    p.acpi_power->ged_gsi = layout::kCom1Irq;
+    CHECK(p.validate().error().message() == "ACPI GED: GSI 4 is COM1's interrupt");
+    p = platform_with(1, 1);
+    p.acpi_power->ged_gsi = 24;
+    CHECK(p.validate().error().message() == "ACPI GED: GSI 24 is not an IOAPIC pin");
+    p = platform_with(1, 1);
+    p.acpi_power->ged_gsi = p.virtio_mmio[0].gsi;
+    CHECK(p.validate().error().message() == "virtio-mmio device 0: GSI 5 is the ACPI GED's interrupt");
+    p = platform_with(1, 1);
+    p.acpi_power->ged_base = p.virtio_mmio[0].base;
+    CHECK(p.validate().error().message() == "virtio-mmio device 0 overlaps the ACPI GED at 0xd0000000");
+    p = platform_with(1, 1);
+    p.acpi_power->ged_base = layout::kIoApic;
+    CHECK(p.validate().error().message() ==
+          "ACPI GED: window [0xfec00000, +0x1000) is not inside the MMIO hole below the IOAPIC");
+    p = platform_with(1, 1);
+    p.acpi_power->sleep_port = layout::kCom1Port + 5;
+    CHECK(p.validate().error().message() == "ACPI sleep port 0x3fd is inside COM1's ports");
+    CHECK(platform_with(4, layout::kVirtioMmioMaxDevices).validate());
 }
 
 TEST_CASE("ACPI: iasl -d reads the MADT's vCPUs and IOAPIC, the FADT's flags and the XSDT's pointers") {

@@ -4,9 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "devices/acpi/power.hpp"
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/serial.hpp"
+#include "vmm/memory/layout.hpp"
 
 using namespace kiln;
 
@@ -137,4 +139,53 @@ TEST_CASE("exit statuses are distinct for each way a VM ends") {
     CHECK(to_exit_status({ExitReason::ExpectMatched, 0, ""}) == 0);
     CHECK(to_exit_status({ExitReason::GuestStatus, 255, ""}) == 255);
     CHECK(to_exit_status({ExitReason::Signal, 15, ""}) == 143);
+}
+
+TEST_CASE("ACPI GED: a press sets the power button bit and pulses the interrupt, reading clears what it read") {
+    FakeIrq irq;
+    AcpiGed ged(irq);
+    uint32_t reg = 0xffffffff;
+    ged.read(0, {reinterpret_cast<uint8_t*>(&reg), 4});
+    CHECK(reg == 0);
+    CHECK(irq.levels.empty());
+
+    ged.press_power_button();
+    CHECK(irq.levels == std::vector<bool>{true, false}); // one edge
+    CHECK(ged.pending() == layout::kAcpiGedPowerButton);
+    ged.notify(1u << 16);
+    CHECK(rd(ged, 2) == 1);                               // a byte read clears only its byte
+    CHECK(ged.pending() == layout::kAcpiGedPowerButton);
+    ged.read(0, {reinterpret_cast<uint8_t*>(&reg), 4});
+    CHECK(reg == layout::kAcpiGedPowerButton);
+    CHECK(ged.pending() == 0);
+    ged.read(0, {reinterpret_cast<uint8_t*>(&reg), 4});
+    CHECK(reg == 0);
+    CHECK(rd(ged, 8) == 0);                               // past the register
+    wr(ged, 0, 0xff);                                     // writes do nothing
+    CHECK(ged.pending() == 0);
+}
+
+TEST_CASE("ACPI sleep control: SLP_EN with SLP_TYP 5 powers off, other types and no SLP_EN do not") {
+    using R = AcpiSleepControl::Request;
+    CHECK(AcpiSleepControl::decode(0x20 | (5 << 2)) == R::PowerOff); // 0x34, what Linux writes for S5
+    CHECK(AcpiSleepControl::decode(0x34 | 0xc3) == R::PowerOff);     // reserved bits do not matter
+    CHECK(AcpiSleepControl::decode(5 << 2) == R::None);              // no SLP_EN
+    CHECK(AcpiSleepControl::decode(0x80) == R::None);                // WAK_STS to the status register
+    for (int type : {0, 1, 2, 3, 4, 6, 7}) {
+        CAPTURE(type);
+        CHECK(AcpiSleepControl::decode(static_cast<uint8_t>(0x20 | (type << 2))) == R::Unsupported);
+    }
+
+    Exits exits;
+    AcpiSleepControl port(exits);
+    CHECK(rd(port, 0) == 0); // WAK_STS never set
+    wr(port, 0, 0x80);
+    wr(port, 0, 0x20 | (3 << 2)); // S3: not here, the guest runs on (one warning)
+    wr(port, 0, 0x20 | (3 << 2));
+    CHECK(exits.got.empty());
+    wr(port, 0, 0x34);
+    REQUIRE(exits.got.size() == 1);
+    CHECK(exits.got[0].reason == ExitReason::PowerOff);
+    CHECK(exits.got[0].detail == "the guest powered off (ACPI S5)");
+    CHECK(to_exit_status(exits.got[0]) == 120);
 }

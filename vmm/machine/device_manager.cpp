@@ -39,6 +39,19 @@ Result<void> DeviceManager::add_virtio_mmio(const Vm& vm, const GuestMemory& mem
     return {};
 }
 
+Result<void> DeviceManager::add_acpi_power(const Vm& vm, const firmware::AcpiPowerDesc& power, VmExitSink& exits) {
+    auto& irq = *irqs_.emplace_back(KILN_TRY_CTX(IrqfdLine::create(vm, power.ged_gsi), "ACPI GED interrupt"));
+    auto ged = std::make_unique<AcpiGed>(irq);
+    KILN_TRY(mmio_.insert(*ged, power.ged_base, power.ged_size, "acpi-ged"));
+    acpi_ged_ = ged.get();
+    devices_.push_back(std::move(ged));
+
+    auto sleep = std::make_unique<AcpiSleepControl>(exits);
+    KILN_TRY(pio_.insert(*sleep, power.sleep_port, 1, "acpi-sleep"));
+    devices_.push_back(std::move(sleep));
+    return {};
+}
+
 Result<void> DeviceManager::add_legacy_devices(const Vm& vm, ByteSink& console, VmExitSink& exits) {
     auto& com1_irq = *irqs_.emplace_back(std::make_unique<KvmIrqLine>(vm, layout::kCom1Irq));
     auto serial = std::make_unique<Serial8250>(com1_irq, console);

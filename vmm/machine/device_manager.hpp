@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "devices/acpi/power.hpp"
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/serial.hpp"
@@ -59,15 +60,23 @@ public:
                                                const firmware::VirtioMmioDesc& slot,
                                                std::unique_ptr<virtio::Device> device);
 
+    // The ACPI power button and power-off port `power` describes (the Platform entry the
+    // ACPI tables are made from): the GED's register window with an irqfd for its
+    // interrupt, and the sleep control port.
+    [[nodiscard]] Result<void> add_acpi_power(const Vm& vm, const firmware::AcpiPowerDesc& power,
+                                              VmExitSink& exits);
+
     [[nodiscard]] const Bus& pio() const { return pio_; }
     [[nodiscard]] const Bus& mmio() const { return mmio_; }
     [[nodiscard]] Serial8250* serial() const { return serial_; }
+    [[nodiscard]] AcpiGed* acpi_ged() const { return acpi_ged_; } // nullptr without ACPI
 
 private:
     Bus pio_, mmio_;
     std::vector<std::unique_ptr<IrqLine>> irqs_;
     std::vector<std::unique_ptr<BusDevice>> devices_;
     Serial8250* serial_ = nullptr;
+    AcpiGed* acpi_ged_ = nullptr;
 };
 
 } // namespace kiln

@@ -191,6 +191,7 @@ Result<void> Machine::build() {
                  cfg_.memory_bytes >> 20, cfg_.cpus);
 
     KILN_TRY(devices_.add_legacy_devices(*vm_, *console_, *exits_));
+    if (cfg_.acpi && platform_.acpi_power) KILN_TRY(devices_.add_acpi_power(*vm_, *platform_.acpi_power, *exits_));
 
     auto supported = KILN_TRY(kvm_->supported_cpuid());
     VcpuContext ctx{devices_.pio(), devices_.mmio(), memory_, *exits_, stopping_};
@@ -441,6 +442,14 @@ Result<void> Machine::set_paused(bool paused) {
     }
     // Outside the lock: a subscriber may pause or resume in turn.
     publish(paused ? MachineEvent::Kind::Paused : MachineEvent::Kind::Resumed);
+    return {};
+}
+
+Result<void> Machine::press_power_button() {
+    if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
+        return fail("the machine is not running");
+    if (devices_.acpi_ged() == nullptr) return fail("the guest has no ACPI power button (--acpi off)");
+    devices_.acpi_ged()->press_power_button();
     return {};
 }
 

@@ -77,6 +77,11 @@ public:
     [[nodiscard]] Result<void> resume();
     [[nodiscard]] bool paused() const { return paused_.load(std::memory_order_acquire); }
 
+    // Presses the ACPI power button (thread-safe, for a running machine): the guest gets
+    // the GED's interrupt and decides; one that honours it powers off through ACPI S5,
+    // and run() returns ExitReason::PowerOff. Fails when the guest has no ACPI.
+    [[nodiscard]] Result<void> press_power_button();
+
     // For callers that watch more fds on the machine's I/O thread (the CLI's signals).
     [[nodiscard]] EventLoop& event_loop() { return *loop_; }
 

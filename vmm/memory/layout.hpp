@@ -44,6 +44,16 @@ inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
 inline constexpr uint64_t kVirtioMmioStride = 0x1000;
 inline constexpr uint32_t kVirtioMmioFirstGsi = 5;
 inline constexpr uint32_t kVirtioMmioMaxDevices = 19;
+// The ACPI Generic Event Device (the hardware-reduced power button): one page of MMIO
+// whose first 32-bit register holds the pending events (read clears them), below the
+// IOAPIC, and its interrupt on IOAPIC pin 3 (ISA IRQ 3 is COM2's on a PC; Kiln has no
+// COM2, and pins 5..23 are the virtio-mmio devices'), edge-triggered, active high.
+inline constexpr uint64_t kAcpiGedBase = 0xfe000000;
+inline constexpr uint64_t kAcpiGedSize = 0x1000;
+inline constexpr uint32_t kAcpiGedGsi = 3;
+// Event bits of that register, as the DSDT's _EVT decodes them. The power button is
+// bit 1, as in QEMU's GED (ACPI_GED_PWR_DOWN_EVT), so one guest polls both.
+inline constexpr uint32_t kAcpiGedPowerButton = 1u << 1;
 inline constexpr uint64_t kIoApic = 0xfec00000;
 inline constexpr uint64_t kLapic = 0xfee00000;
 // KVM needs three pages for the TSS and one for the EPT identity map (real-mode
@@ -58,5 +68,12 @@ inline constexpr uint16_t kI8042DataPort = 0x60;
 inline constexpr uint16_t kI8042CommandPort = 0x64;
 // Same port as QEMU's isa-debug-exit default iobase, so one test guest runs under both.
 inline constexpr uint16_t kDebugExitPort = 0x501;
+// The FADT's hardware-reduced SLEEP_CONTROL_REG and SLEEP_STATUS_REG (ACPI 6.3
+// sections 4.8.3.7 and 4.8.3.8): one byte-wide port for both, as in Cloud Hypervisor.
+// A control write of SLP_EN with SLP_TYP = the DSDT's _S5 value powers the VM off.
+inline constexpr uint16_t kAcpiSleepPort = 0x3c0;
+inline constexpr uint8_t kAcpiSleepTypeShift = 2, kAcpiSleepTypeMask = 0x1c; // SLP_TYPx, bits 4:2
+inline constexpr uint8_t kAcpiSleepEnable = 1u << 5;                         // SLP_EN
+inline constexpr uint8_t kAcpiS5SleepType = 5;                               // Name (_S5, Package () {5, 0})
 
 } // namespace kiln::layout

@@ -11,6 +11,7 @@ static const struct job jobs[] = {
     { "compute", "seconds=N", job_compute },
     { "memfill", "mib=N seconds=S hold=H", job_memfill },
     { "memwalk", "mib=N seconds=S", job_memwalk },
+    { "idle", "seconds=S", job_idle },
     { "fault", "kind=pf|gp|ud|de|triple|emulation", job_fault },
     { "reset", "", job_reset },
     { "pio", "", job_pio },

@@ -20,6 +20,7 @@ int job_smp(void);
 int job_timer(void);
 int job_compute(void);
 int job_memfill(void);
+int job_idle(void);
 int job_memwalk(void);
 int job_fault(void);
 int job_pio(void);

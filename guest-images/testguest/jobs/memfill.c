@@ -2,7 +2,8 @@
  * image with one fixed 64-bit pattern (the same in every VM, so KSM can merge
  * the pages), print "memfill: filled N MiB", then spin S seconds (default 0),
  * then sleep H seconds halted (default 0: the VM holds its memory without
- * using a host CPU, as an idle worker VM does).
+ * using a host CPU, as an idle worker VM does). Both waits watch the power
+ * button (user/power.c).
  * Exit 2 if N MiB of mapped RAM above the image do not exist. */
 #include "jobs/jobs.h"
 #include "lib/console.h"
@@ -65,7 +66,6 @@ int job_memfill(void)
     }
     kprintf("memfill: filled %lu MiB\n", mib);
     spin_ms(seconds * 1000);
-    if (hold)
-        sys_sleep(hold * 1000);
+    sleep_ms(hold * 1000);
     return EXIT_OK;
 }

@@ -349,9 +349,12 @@ int job_net_echo(void)
     s.echo_udp = true;
     print_ready("net-echo", &s);
     const uint64_t end = seconds ? rdtsc() + tsc_from_ms(seconds * 1000) : UINT64_MAX;
-    for (uint64_t now = rdtsc(); now < end && device_ok(&s, now); now = rdtsc())
-        if (!net_poll(&s))
+    for (uint64_t now = rdtsc(); now < end && device_ok(&s, now); now = rdtsc()) {
+        if (!net_poll(&s)) {
+            power_poll();
             cpu_relax();
+        }
+    }
     print_counters("net-echo", &s);
     return device_status(&s);
 }

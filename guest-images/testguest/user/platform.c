@@ -108,7 +108,8 @@ static const uint8_t *acpi_table(const uint8_t *rsdp, const char *sig)
     return 0;
 }
 
-static unsigned madt_cpus(void)
+/* The RSDP from the loader, else found by scanning the BIOS area; 0 if none. */
+static const uint8_t *find_rsdp(void)
 {
     const uint8_t *rsdp = 0;
     if (boot.rsdp && platform_is_mapped(boot.rsdp, 36))
@@ -116,6 +117,14 @@ static unsigned madt_cpus(void)
     else if (platform_is_mapped(0xe0000, 0x20000))
         rsdp = scan(0xe0000, 0x100000, "RSD PTR ", 8, 20);
     if (!rsdp || memcmp(rsdp, "RSD PTR ", 8) != 0)
+        return 0;
+    return rsdp;
+}
+
+static unsigned madt_cpus(void)
+{
+    const uint8_t *rsdp = find_rsdp();
+    if (!rsdp)
         return 0;
     const uint8_t *madt = acpi_table(rsdp, "APIC");
     if (!madt)
@@ -175,4 +184,87 @@ unsigned platform_cpu_count(const char **source)
     if (source)
         *source = src;
     return n;
+}
+
+/* An AML integer (ZeroOp, OneOp, Byte/Word/DWord/QWordPrefix) at p, within end. */
+static bool aml_integer(const uint8_t *p, const uint8_t *end, uint64_t *out)
+{
+    static const uint8_t sizes[] = { [0x0a] = 1, [0x0b] = 2, [0x0c] = 4, [0x0d] = 0, [0x0e] = 8 };
+    if (p >= end)
+        return false;
+    if (p[0] == 0x00 || p[0] == 0x01) {
+        *out = p[0];
+        return true;
+    }
+    if (p[0] < 0x0a || p[0] > 0x0e || sizes[p[0]] == 0 || p + 1 + sizes[p[0]] > end)
+        return false;
+    uint64_t v = 0;
+    for (unsigned i = 0; i < sizes[p[0]]; i++)
+        v |= (uint64_t)p[1 + i] << (8 * i);
+    *out = v;
+    return true;
+}
+
+static const uint8_t *find_bytes(const uint8_t *from, const uint8_t *end, const void *what, size_t n)
+{
+    for (const uint8_t *p = from; p + n <= end; p++)
+        if (memcmp(p, what, n) == 0)
+            return p;
+    return 0;
+}
+
+/* What an OS's ACPI code would learn, without an AML interpreter: the FADT's
+ * SLEEP_CONTROL_REG (a Generic Address Structure), the SLP_TYP of \_S5 in the
+ * DSDT (Name (_S5, Package () {N, ...})), and the event register of the
+ * Generic Event Device: the first SystemMemory OperationRegion after the
+ * "ACPI0013" _HID (Kiln's and QEMU microvm's _EVT read it). */
+bool platform_acpi_power(struct acpi_power *out)
+{
+    memset(out, 0, sizeof *out);
+    const uint8_t *rsdp = find_rsdp();
+    const uint8_t *fadt = rsdp ? acpi_table(rsdp, "FACP") : 0;
+    if (!fadt || *(const uint32_t *)(fadt + 4) < 256)
+        return false;
+    out->sleep_space = fadt[244];
+    out->sleep_control = *(const uint64_t *)(fadt + 248);
+    if (!out->sleep_control || out->sleep_space > 1 ||
+        (out->sleep_space == 0 && !platform_is_mapped(out->sleep_control, 1)))
+        return false;
+
+    uint64_t dsdt_pa = *(const uint64_t *)(fadt + 140);
+    if (!dsdt_pa)
+        dsdt_pa = *(const uint32_t *)(fadt + 40);
+    if (!dsdt_pa || !platform_is_mapped(dsdt_pa, 36) || memcmp((const void *)dsdt_pa, "DSDT", 4) != 0)
+        return false;
+    const uint8_t *dsdt = (const uint8_t *)dsdt_pa;
+    uint32_t len = *(const uint32_t *)(dsdt + 4);
+    if (!platform_is_mapped(dsdt_pa, len))
+        return false;
+    const uint8_t *end = dsdt + len;
+
+    static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12 };   /* NameOp _S5_ PackageOp */
+    const uint8_t *p = find_bytes(dsdt + 36, end, s5, sizeof s5);
+    if (!p)
+        return false;
+    p += sizeof s5;
+    if (p >= end)
+        return false;
+    p += 1 + (*p >> 6) + 1;             /* PkgLength (lead byte + following), NumElements */
+    uint64_t type;
+    if (!aml_integer(p, end, &type) || type > 7)
+        return false;
+    out->s5_type = (uint8_t)type;
+
+    static const uint8_t ged_hid[] = { 0x0d, 'A', 'C', 'P', 'I', '0', '0', '1', '3', 0 };
+    static const uint8_t op_region[] = { 0x5b, 0x80 };
+    p = find_bytes(dsdt + 36, end, ged_hid, sizeof ged_hid);
+    while (p && (p = find_bytes(p, end, op_region, sizeof op_region)) != 0) {
+        p += 2 + 4;                     /* OpRegionOp NameSeg */
+        uint64_t addr;
+        if (p < end && p[0] == 0 && aml_integer(p + 1, end, &addr) && platform_is_mapped(addr, 4)) {
+            out->ged_events = addr;
+            break;
+        }
+    }
+    return out->ged_events != 0;
 }

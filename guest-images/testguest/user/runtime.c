@@ -49,6 +49,8 @@ uint64_t us_from_tsc(uint64_t ticks) { return ticks / boot.tsc_khz * 1000 + tick
 void spin_ms(uint64_t ms)
 {
     uint64_t end = rdtsc() + tsc_from_ms(ms);
-    while (rdtsc() < end)
+    while (rdtsc() < end) {
+        power_poll();
         cpu_relax();
+    }
 }

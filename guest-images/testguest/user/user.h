@@ -34,3 +34,23 @@ unsigned platform_cpu_count(const char **source);
 unsigned platform_cpuid_cpus(void);
 uint64_t platform_ram_bytes(void);
 bool platform_is_mapped(uint64_t addr, uint64_t len);
+
+/* The ACPI power button and power-off, as the firmware tables describe them
+ * (platform_acpi_power: false without ACPI or without either piece). */
+struct acpi_power {
+    uint64_t ged_events;        /* the GED's event register (MMIO, 32-bit, read clears) */
+    uint64_t sleep_control;     /* the FADT's SLEEP_CONTROL_REG address... */
+    uint8_t sleep_space;        /* ...in this space: 0 memory, 1 I/O port */
+    uint8_t s5_type;            /* SLP_TYP for S5, from \_S5 */
+};
+bool platform_acpi_power(struct acpi_power *out);
+
+/* The power button (user/power.c). power_init reads powerbutton=shutdown|ignore
+ * (false on a bad value) and the ACPI tables; power_poll, called from waits,
+ * checks the GED's event register at most every 10 ms: on a press it prints
+ * "power button: shutting down" and enters ACPI S5 (does not return), or with
+ * powerbutton=ignore prints "power button: ignored". */
+bool power_init(void);
+void power_poll(void);
+/* Waits `ms` halted (SYS_SLEEP in 50 ms slices), polling the power button. */
+void sleep_ms(uint64_t ms);

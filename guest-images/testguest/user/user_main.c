@@ -13,7 +13,7 @@ NORETURN void user_main(void)
         kprintf("testguest: warning: command line truncated to %u bytes\n", CMDLINE_MAX - 1);
 
     char name[64];
-    if (!arg_str("job", "hello", name, sizeof name))
+    if (!power_init() || !arg_str("job", "hello", name, sizeof name))
         guest_exit(EXIT_USAGE);
     const struct job *job = job_find(name);
     if (!job) {
