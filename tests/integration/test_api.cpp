@@ -207,3 +207,39 @@ TEST_CASE("api: kiln ctl wait exits with the VM's status, kill ends it at once, 
     CHECK(std::chrono::steady_clock::now() - t0 < 5s);
     CHECK(vm2.err().find("killed through the control API") != std::string::npos);
 }
+
+TEST_CASE("api: stop presses the ACPI power button - a guest that honours it powers off at once, one that ignores it is stopped after the grace") {
+    test::ScratchDir dir;
+    const std::string sock = dir / "vm.sock";
+    test::Background vm(vm_argv(sock, "job=idle", "120"));
+    REQUIRE(wait_for_socket(sock, vm));
+    std::vector<std::string> events;
+    std::thread reader([&] {
+        auto r = api::http_stream_lines(sock, "/events", [&](std::string_view l) {
+            events.emplace_back(l);
+            return true;
+        });
+        CHECK(r);
+    });
+    std::this_thread::sleep_for(200ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto stop = ctl(sock, {"stop", "--grace", "30"});
+    CHECK(stop.exit_code == 0);
+    CHECK(std::chrono::steady_clock::now() - t0 < 10s); // the guest's own power-off, not the grace
+    CHECK(vm.wait(30s) == 120);
+    CHECK(vm.err().find("the guest powered off (ACPI S5)") != std::string::npos);
+    reader.join();
+    REQUIRE(events.size() == 2);
+    CHECK(json::parse(events[0])["event"] == "stopping");
+    CHECK(json::parse(events[0])["message"].get<std::string>().find("pressed the ACPI power button") == 0);
+    CHECK(json::parse(events[1])["reason"] == "poweroff");
+
+    const std::string sock2 = dir / "vm2.sock";
+    test::Background stubborn(vm_argv(sock2, "job=idle powerbutton=ignore", "120"));
+    REQUIRE(wait_for_socket(sock2, stubborn));
+    const auto t1 = std::chrono::steady_clock::now();
+    CHECK(ctl(sock2, {"stop", "--grace", "1"}).exit_code == 0);
+    CHECK(std::chrono::steady_clock::now() - t1 >= 900ms);
+    CHECK(stubborn.wait(30s) == 120);
+    CHECK(stubborn.err().find("stopped: the guest did not shut down within 1.0 s") != std::string::npos);
+}

@@ -376,10 +376,20 @@ Result<void> Machine::shutdown(std::chrono::milliseconds grace) {
         }
     }
     if (!first) return {};
+    // The guest's own shutdown path: the ACPI power button (a Linux guest powers off
+    // through S5; the test guest too). Without ACPI there is none: the grace period
+    // then only delays the hard stop, which the event says.
+    const bool has_button = devices_.acpi_ged() != nullptr;
     publish(MachineEvent::Kind::Stopping, std::nullopt,
-            fmt::format("asked the guest to shut down; hard stop in {:.1f} s", std::chrono::duration<double>(grace).count()));
+            fmt::format("{}; hard stop in {:.1f} s",
+                        has_button ? "pressed the ACPI power button" : "no ACPI power button (--acpi off)",
+                        std::chrono::duration<double>(grace).count()));
     // A parked guest cannot act on the request.
     if (paused_.load(std::memory_order_acquire)) KILN_TRY(resume());
+    if (has_button) {
+        if (auto pressed = press_power_button(); !pressed)
+            spdlog::debug("shutdown: {}", pressed.error().message()); // it ended meanwhile
+    }
     return {};
 }
 

@@ -57,8 +57,9 @@ public:
 
     // Ends the VM from outside (thread-safe); `run()` then returns this exit.
     void stop(VmExit why);
-    // A graceful stop: asks the guest to shut down through its own path (the ACPI power
-    // button) and ends the VM as ExitReason::Stopped if it has not ended after `grace`.
+    // A graceful stop: presses the ACPI power button (the guest's own shutdown path; a
+    // guest that honours it ends as ExitReason::PowerOff) and ends the VM as
+    // ExitReason::Stopped if it has not ended after `grace`.
     // A paused machine is resumed so the guest can act. Asking again only shortens the
     // grace period. Thread-safe.
     [[nodiscard]] Result<void> shutdown(std::chrono::milliseconds grace);
