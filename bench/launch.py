@@ -5,13 +5,14 @@ For each contender, kiln_bench_launch (bench/launch.c) starts N VMs, at most C a
 a new one as soon as one is done, where done means all gone: every process the run
 started has ended (kiln's deferred KVM teardown included), the same for every
 contender. Per batch: wall time from the first start to the last all-gone, VMs/s,
-VMs/s per host core (divided by min(C, CPUs this process may use)), peak memory (the
-largest sum of RSS of all live contender processes, sampled every --launch-sample-us),
-CPU seconds per VM (user + system of the VM's processes, leftovers included). Every
-run's exit status is checked; a failed VM is reported and its batch is not counted.
-The whole N-VM batch is repeated K times, contenders interleaved (the first rotating
-each round), and medians are reported, with kiln / floor and kiln / QEMU and the
-targets: kiln's rate >= 0.9x the floor's and >= 2x QEMU's.
+VMs/s per host core (divided by min(C, CPUs this process may use)), CPU time per VM
+(user + system of the VM's processes, leftovers included). Peak memory (the largest sum
+of RSS of all live contender processes, sampled every --launch-sample-us) comes from a
+second batch right after, as waking up every millisecond slows the VMs down. Every
+run's exit status is checked; a failed VM is reported and not counted (the rate counts
+VMs that ran correctly). The whole N-VM batch is repeated K times, contenders
+interleaved (the first rotating each round), and medians are reported, with kiln /
+floor and kiln / QEMU and the targets: kiln's rate >= 0.9x the floor's and >= 2x QEMU's.
 """
 import os
 import shutil
@@ -50,13 +51,14 @@ class Bench(ModuleBench):
         super().__init__(tools, arts, None, None, None, None, runs)
         self.vms, self.concurrency, self.timeout, self.sample_us = vms, concurrency, timeout, sample_us
         self.cores = min(concurrency, len(os.sched_getaffinity(0)))
+        self.load_start = os.getloadavg()[0]
 
-    def batch(self, c):
+    def batch(self, c, sample_us):
         """One batch of self.vms runs of contender c; returns its figures or None."""
         errdir = tempfile.mkdtemp(prefix="kiln-bench-launch-")
         try:
             argv = [str(self.arts["launch"]), "-n", str(self.vms), "-c", str(self.concurrency),
-                    "-e", str(c["expect"]), "-t", str(int(self.timeout)), "-s", str(self.sample_us),
+                    "-e", str(c["expect"]), "-t", str(int(self.timeout)), "-s", str(sample_us),
                     "-d", errdir, "--", *c["argv"]]
             p = subprocess.run(argv, capture_output=True, text=True,
                                timeout=self.timeout * (self.vms + 1) + 60)
@@ -69,6 +71,8 @@ class Bench(ModuleBench):
                 c["failures"].append(f"kiln_bench_launch reported {len(runs)} of {self.vms} VMs")
                 return None
             if bad:  # reported, and not counted: the rate is VMs that ran correctly per second
+                self.failed = True
+                c["vms_failed"] += len(bad)
                 r = bad[0]
                 why = ("timed out" if r["timed_out"] else "runner failed" if r["status"] < 0
                        else f"exit {os.waitstatus_to_exitcode(r['status'])}, expected {c['expect']}")
@@ -86,46 +90,61 @@ class Bench(ModuleBench):
         exit_ms = [(r["exit_ns"] - r["start_ns"]) / 1e6 for r in good]
         gone_ms = [(r["gone_ns"] - r["start_ns"]) / 1e6 for r in good]
         return {"wall_s": wall, "vms_per_s": rate, "vms_per_s_per_core": rate / self.cores,
-                "peak_rss_mib": batch["peak_rss_kib"] / 1024 if self.sample_us else None,
+                "peak_rss_mib": batch["peak_rss_kib"] / 1024 if sample_us else None,
                 "cpu_ms_per_vm": sum(r["cpu_us"] for r in good) / 1e3 / len(good), "vms_ok": len(good),
                 "median_exit_ms": self.t.median(exit_ms), "median_gone_ms": self.t.median(gone_ms),
                 "samples": batch["samples"], "launcher_cpu_ms": batch["self_cpu_us"] / 1e3,
                 "harness_cpu_ms": (batch["children_cpu_us"] - sum(r["cpu_us"] for r in runs)) / 1e3}
 
     def run_all(self, contenders):
+        """Rates and CPU come from batches without memory sampling: waking every 1 ms to
+        sample steals CPU and wake-ups from the VMs (it cut the floor's rate by a quarter
+        here). Peak memory comes from a second batch, with sampling, right after."""
         for c in contenders:
-            c.update(batches=[], failures=[])
+            c.update(batches=[], mem_batches=[], failures=[], vms_failed=0)
         for i in range(self.runs):
             k = i % len(contenders)
             for c in contenders[k:] + contenders[:k]:
-                got = self.batch(c)
-                if got:
-                    c["batches"].append(got)
-                else:
-                    self.failed = True
+                for sample_us, into in ((0, c["batches"]), (self.sample_us, c["mem_batches"])):
+                    if into is c["mem_batches"] and not sample_us:
+                        continue
+                    got = self.batch(c, sample_us)
+                    if got:
+                        into.append(got)
+                    else:
+                        self.failed = True
         return self.report(contenders)
 
     def report(self, contenders):
         t, med = self.t, self.t.median
         log = t.log
         log(f"Launch rate: {self.vms} VMs per batch, {self.concurrency} at once, medians of {self.runs} "
-            f"interleaved batches; load average {os.getloadavg()[0]:.2f}")
-        log(f"  (a VM is done when all its processes are gone; per core = / {self.cores} host CPUs, "
-            f"min(concurrency, CPUs allowed); memory = peak of summed RSS, sampled every {self.sample_us} us)")
-        log(f"  {'contender':34} {'ok':>5} {'VMs/s':>7} {'/core':>7} {'peak MiB':>9} {'CPU ms/VM':>10} "
+            f"interleaved batches; load average {self.load_start:.2f} before, {os.getloadavg()[0]:.2f} after")
+        log(f"  (done = all its processes gone; /core = / {self.cores} host CPUs, min(concurrency, CPUs allowed);")
+        log("   exit ms, gone ms: median from a VM's start to its exit status, to all gone; peak MiB: largest")
+        log(f"   summed RSS of the live VM processes, sampled every {self.sample_us} us in a second batch: "
+            "sampling slows VMs)")
+        log(f"  {'contender':34} {'VMs ok':>9} {'VMs/s':>7} {'/core':>7} {'peak MiB':>9} {'CPU ms/VM':>10} "
             f"{'exit ms':>8} {'gone ms':>8}")
         out = {}
         for c in contenders:
             b = c["batches"]
-            m = {key: med([x[key] for x in b if x[key] is not None]) for key in
-                 ("vms_per_s", "vms_per_s_per_core", "peak_rss_mib", "cpu_ms_per_vm", "median_exit_ms",
-                  "median_gone_ms", "wall_s", "launcher_cpu_ms", "harness_cpu_ms")}
+            m = {key: med([x[key] for x in b]) for key in
+                 ("vms_per_s", "vms_per_s_per_core", "cpu_ms_per_vm", "median_exit_ms", "median_gone_ms",
+                  "wall_s", "launcher_cpu_ms", "harness_cpu_ms")}
+            m["peak_rss_mib"] = med([x["peak_rss_mib"] for x in c["mem_batches"]])
+            m["vms_per_s_while_sampling"] = med([x["vms_per_s"] for x in c["mem_batches"]])
             out[c["name"]] = {"label": c["label"], "argv": c["argv"], "expect": c["expect"], "median": m,
-                              "batches": b, "failures": c["failures"]}
-            log(f"  {c['label']:34} {len(b)}/{self.runs:<3} {t.fmt(m['vms_per_s']):>7} "
+                              "batches": b, "memory_batches": c["mem_batches"], "failures": c["failures"],
+                              "vms_failed": c["vms_failed"]}
+            ok = sum(x["vms_ok"] for x in b)
+            log(f"  {c['label']:34} {ok:>4}/{self.runs * self.vms:<4} {t.fmt(m['vms_per_s']):>7} "
                 f"{t.fmt(m['vms_per_s_per_core']):>7} {t.fmt(m['peak_rss_mib']):>9} {t.fmt(m['cpu_ms_per_vm'], '.2f'):>10} "
                 f"{t.fmt(m['median_exit_ms']):>8} {t.fmt(m['median_gone_ms']):>8}")
-        self.report_failures(contenders)
+        for c in contenders:
+            if c["failures"]:
+                log(f"  ! {c['label']}: {c['vms_failed']} failed VM(s) in {len(c['failures'])} batch(es), "
+                    f"first: {c['failures'][0]}")
         verdicts = {}
         rate = {n: v["median"]["vms_per_s"] for n, v in out.items()}
         for kiln, (floor, qemu) in JUDGED.items():
@@ -143,7 +162,7 @@ class Bench(ModuleBench):
                 v["targets"][what] = status
                 log(f"    target {what:22}: {t.fmt(got, '.2f')}x  {status}")
             verdicts[kiln] = v
-        return {"vms": self.vms, "concurrency": self.concurrency, "cores": self.cores, "runs": self.runs,
+        return {"vms": self.vms, "loadavg_start": self.load_start, "concurrency": self.concurrency, "cores": self.cores, "runs": self.runs,
                 "sample_us": self.sample_us, "loadavg_end": os.getloadavg(), "contenders": out,
                 "kiln": verdicts}
 
