@@ -247,7 +247,7 @@ void BlkQueueWorker::drain_queue() {
         case Virtqueue::Pop::QueueBroken:
             spdlog::warn("virtio-blk: queue stopped: {}", why);
             queue_broken_ = true;
-            irq_.needs_reset();
+            irq_.needs_reset(fmt::format("queue stopped: {}", why));
             return;
         case Virtqueue::Pop::Chain: start_request(chain_); break;
         }

@@ -23,8 +23,9 @@ public:
     virtual void used_buffers() = 0;   // "used buffer notification"
     virtual void config_changed() = 0; // "configuration change notification"
     // The device met a queue it cannot serve (a broken ring): sets
-    // DEVICE_NEEDS_RESET and tells the driver (virtio 1.2, 2.1.2).
-    virtual void needs_reset() = 0;
+    // DEVICE_NEEDS_RESET and tells the driver (virtio 1.2, 2.1.2). `why` is for the
+    // VMM's error report (the control API's error event), not the guest.
+    virtual void needs_reset(std::string_view why) = 0;
 };
 
 // A queue the driver made ready, handed to the device at DRIVER_OK.

@@ -136,7 +136,7 @@ void MmioTransport::set_queue_ready(Queue& q, bool ready) {
     auto r = q.vq.configure(mem_, {q.num, q.desc, q.avail, q.used}, event_idx, indirect);
     if (!r) {
         spdlog::warn("{}: queue {} not usable: {}", device_->name(), &q - queues_.data(), r.error().message());
-        needs_reset();
+        needs_reset(fmt::format("queue {} not usable: {}", &q - queues_.data(), r.error().message()));
         return;
     }
     q.ready = true;
@@ -164,7 +164,7 @@ void MmioTransport::write_status(uint32_t v) {
     if ((v & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK) && !active_) {
         if (!(v & VIRTIO_CONFIG_S_FEATURES_OK)) {
             spdlog::warn("{}: DRIVER_OK without FEATURES_OK", device_->name());
-            needs_reset();
+            needs_reset("the driver set DRIVER_OK without FEATURES_OK");
             return;
         }
         std::vector<QueueBinding> bindings(queues_.size());
@@ -172,7 +172,7 @@ void MmioTransport::write_status(uint32_t v) {
             if (queues_[i].ready) bindings[i] = {&queues_[i].vq, queues_[i].kick.get()};
         if (auto r = device_->activate(mem_, driver_features_, bindings, *this); !r) {
             spdlog::error("{}: cannot start: {}", device_->name(), r.error().message());
-            needs_reset();
+            needs_reset(fmt::format("cannot start: {}", r.error().message()));
             return;
         }
         active_ = true;
@@ -206,9 +206,11 @@ void MmioTransport::config_changed() {
     irq_.trigger();
 }
 
-void MmioTransport::needs_reset() {
-    status_.fetch_or(VIRTIO_CONFIG_S_NEEDS_RESET, std::memory_order_acq_rel);
+void MmioTransport::needs_reset(std::string_view why) {
+    const uint32_t old = status_.fetch_or(VIRTIO_CONFIG_S_NEEDS_RESET, std::memory_order_acq_rel);
     config_changed();
+    if (!(old & VIRTIO_CONFIG_S_NEEDS_RESET) && error_sink_)
+        error_sink_(fmt::format("{}: {} (the device needs a reset)", device_->name(), why));
 }
 
 } // namespace kiln::virtio

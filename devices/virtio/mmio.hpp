@@ -10,6 +10,9 @@
 // driver why.
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include <array>
 #include <atomic>
 #include <memory>
@@ -42,6 +45,9 @@ public:
     [[nodiscard]] uint16_t num_queues() const { return static_cast<uint16_t>(queues_.size()); }
     [[nodiscard]] Device& device() const { return *device_; }
     [[nodiscard]] uint32_t status() const { return status_.load(std::memory_order_acquire); }
+    // Told once each time the device enters DEVICE_NEEDS_RESET, with the reason ("virtio-
+    // blk0: queue 0: ..."), from whichever thread found it. Set before the guest runs.
+    void set_error_sink(std::function<void(const std::string&)> sink) { error_sink_ = std::move(sink); }
 
 private:
     struct Queue {
@@ -59,7 +65,7 @@ private:
     // Interrupt
     void used_buffers() override;
     void config_changed() override;
-    void needs_reset() override;
+    void needs_reset(std::string_view why) override;
 
     uint32_t read_register(uint64_t offset);
     void write_register(uint64_t offset, uint32_t value);
@@ -79,6 +85,7 @@ private:
     std::atomic<uint32_t> status_{0};
     std::atomic<uint32_t> interrupt_status_{0};
     std::atomic<uint32_t> config_generation_{0};
+    std::function<void(const std::string&)> error_sink_;
 };
 
 } // namespace kiln::virtio

@@ -573,7 +573,7 @@ bool NetQueuePair::poll_rings() {
 void NetQueuePair::queue_broken(const char* which, const char* why) {
     spdlog::warn("virtio-net: {} queue of pair {} stopped: {}", which, index_, why);
     broken_ = true;
-    irq_.needs_reset();
+    irq_.needs_reset(fmt::format("{} queue of pair {} stopped: {}", which, index_, why));
 }
 
 void NetQueuePair::interrupt_if_needed() {

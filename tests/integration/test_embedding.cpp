@@ -9,6 +9,7 @@
 
 #include <kiln/kiln.hpp>
 
+#include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
 
 using namespace kiln;
@@ -121,4 +122,32 @@ TEST_CASE("embedding: the scheduler example runs a queue of jobs two at a time a
         CHECK(std::regex_search(r.out, std::regex(fmt::format("job {} ended: exit status {} ", job, status))));
     }
     CHECK(r.out.find("5 jobs, 3 succeeded, 2 failed, at most 2 at once") != std::string::npos);
+}
+
+TEST_CASE("embedding: a guest that breaks a virtqueue raises an error event, and the VM runs on to the guest's own end") {
+    test::ScratchDir dir;
+    test::write_bytes(dir / "d.raw", std::vector<uint8_t>(1 << 20, 0));
+    MachineConfig cfg = guest("job=blk-hostile");
+    block::DiskSpec disk;
+    disk.path = dir / "d.raw";
+    cfg.disks.push_back(disk);
+    auto m = Machine::create(cfg);
+    REQUIRE(m);
+    std::mutex mu;
+    std::vector<MachineEvent> events;
+    auto sub = (*m)->subscribe([&](const MachineEvent& e) {
+        std::lock_guard lk(mu);
+        events.push_back(e);
+    });
+    auto exit = (*m)->run();
+    REQUIRE(exit);
+    CHECK(to_exit_status(*exit) == 0); // blk-hostile: every malformed request answered as it must
+    std::lock_guard lk(mu);
+    std::vector<std::string> errors;
+    for (const auto& e : events)
+        if (e.kind == MachineEvent::Kind::Error) errors.push_back(e.message);
+    REQUIRE(errors.size() == 1); // once per device, however often the guest insists
+    CHECK(errors[0].find("virtio-blk0: queue stopped: ") == 0);
+    CHECK(errors[0].find("(the device needs a reset)") != std::string::npos);
+    CHECK(events.back().kind == MachineEvent::Kind::GuestExited);
 }

@@ -359,7 +359,12 @@ TEST_CASE("virtio-mmio: identification, features, bring-up, kicks, interrupts an
         CHECK(rd(m, VIRTIO_MMIO_INTERRUPT_STATUS) == 0);
         // The device reports a broken queue: NEEDS_RESET plus a config interrupt.
         const uint32_t gen = rd(m, VIRTIO_MMIO_CONFIG_GENERATION);
-        fake.irq->needs_reset();
+        std::vector<std::string> errors; // what the VMM reports (the API's error event)
+        m.set_error_sink([&](const std::string& e) { errors.push_back(e); });
+        fake.irq->needs_reset("a test");
+        fake.irq->needs_reset("once is enough");
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].find(": a test (the device needs a reset)") != std::string::npos);
         CHECK((rd(m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET) != 0);
         CHECK((rd(m, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG) != 0);
         CHECK(rd(m, VIRTIO_MMIO_CONFIG_GENERATION) != gen);

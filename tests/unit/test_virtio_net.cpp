@@ -82,7 +82,7 @@ struct NoIrq final : Interrupt {
     std::atomic<int> used{0}, resets{0};
     void used_buffers() override { ++used; }
     void config_changed() override {}
-    void needs_reset() override { ++resets; }
+    void needs_reset(std::string_view) override { ++resets; }
 };
 
 // The interface's side: an AF_PACKET socket bound to it.

@@ -24,13 +24,15 @@ Result<std::unique_ptr<IrqfdLine>> IrqfdLine::create(const Vm& vm, uint32_t gsi)
 }
 
 Result<void> DeviceManager::add_virtio_mmio(const Vm& vm, const GuestMemory& mem, const firmware::VirtioMmioDesc& slot,
-                                            std::unique_ptr<virtio::Device> device) {
+                                            std::unique_ptr<virtio::Device> device,
+                                            std::function<void(const std::string&)> on_error) {
     if (slot.size < virtio::kMmioWindowSize)
         return fail("{}: a virtio-mmio window of {:#x} bytes is smaller than the transport's {:#x}", device->name(),
                     slot.size, virtio::kMmioWindowSize);
     const std::string name(device->name());
     auto& irq = *irqs_.emplace_back(KILN_TRY_CTX(IrqfdLine::create(vm, slot.gsi), "{} interrupt", name));
     auto transport = KILN_TRY(virtio::MmioTransport::create(std::move(device), mem, irq));
+    transport->set_error_sink(std::move(on_error));
     for (uint16_t q = 0; q < transport->num_queues(); ++q)
         KILN_TRY_CTX(vm.add_ioeventfd(slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, q, transport->kick_fd(q)),
                      "{} queue {} notifier", name, q);

@@ -3,6 +3,7 @@
 // devices themselves never see the VM.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -58,7 +59,8 @@ public:
     // interrupt and an ioeventfd per queue on QueueNotify.
     [[nodiscard]] Result<void> add_virtio_mmio(const Vm& vm, const GuestMemory& mem,
                                                const firmware::VirtioMmioDesc& slot,
-                                               std::unique_ptr<virtio::Device> device);
+                                               std::unique_ptr<virtio::Device> device,
+                                               std::function<void(const std::string&)> on_error = {});
 
     // The ACPI power button and power-off port `power` describes (the Platform entry the
     // ACPI tables are made from): the GED's register window with an irqfd for its

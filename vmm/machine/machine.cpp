@@ -166,7 +166,7 @@ Result<void> Machine::build() {
         auto blk = KILN_TRY(virtio::VirtioBlk::create(std::move(images[i]), std::move(opt)));
         disks_.push_back(blk.get());
         const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(blk->name())));
-        KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(blk)));
+        KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(blk), device_error_sink()));
     }
     KILN_TRY(add_nics(std::move(taps)));
     cmdline_ = cfg_.cmdline;
@@ -222,7 +222,7 @@ Result<void> Machine::add_nics(std::vector<net::Tap> taps) {
                      nic->tap().created() ? " (created, removed at exit)" : "", mac.to_string(), nic->pairs());
         const auto where = KILN_TRY(platform_.add_virtio_mmio(std::string(nic->name())));
         nics_.push_back(nic.get());
-        KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(nic)));
+        KILN_TRY(devices_.add_virtio_mmio(*vm_, memory_, where, std::move(nic), device_error_sink()));
     }
     return {};
 }
@@ -323,6 +323,12 @@ Result<VmExit> Machine::run_once() {
         publish(MachineEvent::Kind::Error, std::nullopt, result.detail);
     publish(MachineEvent::Kind::GuestExited, result);
     return result;
+}
+
+std::function<void(const std::string&)> Machine::device_error_sink() {
+    // A device the guest broke (NEEDS_RESET) goes on running the VM: an error event, not
+    // an exit, so a scheduler watching /events learns of it.
+    return [this](const std::string& what) { publish(MachineEvent::Kind::Error, std::nullopt, what); };
 }
 
 double Machine::uptime_seconds() const {

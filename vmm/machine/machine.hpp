@@ -106,6 +106,7 @@ private:
     void on_vm_end();
     [[nodiscard]] Result<VmExit> run_once();
     [[nodiscard]] double uptime_seconds() const;
+    [[nodiscard]] std::function<void(const std::string&)> device_error_sink();
     void publish(MachineEvent::Kind kind, std::optional<VmExit> exit = std::nullopt, std::string message = {});
     [[nodiscard]] Result<void> write_stats_json() const;
     [[nodiscard]] Result<void> set_paused(bool paused);

@@ -28,7 +28,9 @@ enum class MachineState : uint8_t { Created, Running, Paused, Stopping, Exited }
 
 struct MachineEvent {
     // GuestExited ends every run, whatever ended it (the guest's status, a signal, a
-    // stop through the API, a timeout); Error comes before it when Kiln failed.
+    // stop through the API, a timeout). Error: Kiln failed (just before GuestExited), or
+    // a device stopped serving a queue the guest broke (DEVICE_NEEDS_RESET; the VM runs
+    // on), once per device until the guest resets it.
     enum class Kind : uint8_t { Started, Paused, Resumed, Stopping, GuestExited, Error };
     Kind kind = Kind::Started;
     int64_t unix_ms = 0;         // wall clock, for logs
