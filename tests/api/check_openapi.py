@@ -78,6 +78,14 @@ class Spec:
             self.doc = yaml.safe_load(f)
         self.resolver = jsonschema.RefResolver.from_schema(self.doc)
 
+    def check_error(self, status, headers, body):
+        """An answer outside the documented operations: an Error body."""
+        try:
+            jsonschema.validate(json.loads(body), {"$ref": "#/components/schemas/Error"}, resolver=self.resolver)
+            return headers.get("content-type", "").startswith("application/json")
+        except (jsonschema.ValidationError, ValueError):
+            return False
+
     def operations(self):
         for path, ops in self.doc["paths"].items():
             for method in ops:
@@ -89,7 +97,9 @@ class Spec:
         if op is None:
             return f"{method} {path} is not documented"
         EXERCISED.add((method, path))
-        resp = op["responses"].get(str(status))
+        resp = op["responses"].get(str(status)) or op["responses"].get(f"{status // 100}XX")
+        if resp and "$ref" in resp:
+            resp = self.resolver.resolve(resp["$ref"])[1]
         if resp is None:
             return f"{method} {path}: status {status} is not documented ({sorted(op['responses'])})"
         media = content_type.split(";")[0].strip()
@@ -139,15 +149,29 @@ def main():
         time.sleep(0.02)
     check(os.path.exists(sock), "the socket appears")
 
-    # The event stream, read from the start, validated at the end.
+    # The event stream, open (its head received) before anything happens, read by a
+    # thread, validated at the end.
     events = {}
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.connect(sock)
+    stream.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    first = stream.recv(4096)
+    check(first.startswith(b"HTTP/1.1 200"), "GET /events: the stream opens")
 
     def read_events():
-        events["reply"] = http(sock, "GET", "/events")
+        buf = first
+        while True:
+            chunk = stream.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        events["reply"] = (int(lines[0].split()[1]), headers, dechunk(rest))
 
     reader = threading.Thread(target=read_events)
     reader.start()
-    time.sleep(0.3)
 
     status, data = call(spec, sock, "GET", "/vm", expect=200)
     check(json.loads(data)["state"] == "running", "GET /vm: running")
@@ -165,11 +189,19 @@ def main():
                 '{"state": "paused", "grace_seconds": 3}', '{"state": "stopped", "grace_seconds": -1}', '']:
         call(spec, sock, "PUT", "/vm/state", bad, expect=400)
     status, headers, data = http(sock, "POST", "/vm")
-    check(status == 405 and "allow" in headers, "POST /vm -> 405 with Allow")
+    check(status == 405 and "allow" in headers and spec.check_error(status, headers, data),
+          "POST /vm -> 405 with Allow and an Error body")
     status, headers, data = http(sock, "GET", "/nope")
-    check(status == 404 and "error" in json.loads(data), "GET /nope -> 404 with an Error body")
-    status, headers, data = http(sock, None, None, raw=b"GARBAGE\r\n\r\n")
-    check(status == 400 and "error" in json.loads(data), "a malformed request line -> 400 with an Error body")
+    check(status == 404 and spec.check_error(status, headers, data), "GET /nope -> 404 with an Error body")
+    for raw, want, what in [(b"GARBAGE\r\n\r\n", 400, "a malformed request line"),
+                            (b"GET /vm HTTP/2.0\r\n\r\n", 505, "HTTP/2.0"),
+                            (b"PUT /vm/state HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501, "a chunked body"),
+                            (b"PUT /vm/state HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413, "a huge body"),
+                            (b"GET /vm HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431, "huge headers")]:
+        status, headers, data = http(sock, None, None, raw=raw)
+        check(status == want and spec.check_error(status, headers, data), f"{what} -> {want} with an Error body")
+    status, headers, data = http(sock, "HEAD", "/vm")
+    check(status == 200 and data == b"" and int(headers["content-length"]) > 0, "HEAD /vm -> the head alone")
 
     call(spec, sock, "PUT", "/vm/state", '{"state": "stopped", "grace_seconds": 0.5}', expect=202)
     rc = kiln.wait(timeout=30)

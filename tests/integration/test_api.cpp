@@ -104,7 +104,7 @@ TEST_CASE("api: curl on the unix socket reads the VM, kiln ctl pauses, resumes a
     auto resumed = ctl(sock, {"resume"});
     CHECK(resumed.exit_code == 0);
     CHECK(json::parse(resumed.out)["state"] == "running");
-    std::this_thread::sleep_for(300ms);
+    std::this_thread::sleep_for(1s);
     const json s3 = get_json(sock, "/vm/stats");
     CHECK(s3["vcpus"][0]["run_ns"].get<uint64_t>() > s2["vcpus"][0]["run_ns"].get<uint64_t>() + 50'000'000u);
 
@@ -185,14 +185,14 @@ TEST_CASE("api: two event streams and a poller at once, a garbage client and a s
 TEST_CASE("api: kiln ctl wait exits with the VM's status, kill ends it at once, a live socket path is refused") {
     test::ScratchDir dir;
     const std::string sock = dir / "vm.sock";
-    test::Background vm(vm_argv(sock, "job=compute seconds=60", "2"));
+    test::Background vm(vm_argv(sock, "job=compute seconds=60", "4"));
     REQUIRE(wait_for_socket(sock, vm));
     // A second VM on the same socket path is refused: one line, nothing disturbed.
     auto second = test::run_kiln({"run", "--kernel", TESTGUEST_ELF, "--cmdline", "job=exit status=0", "--memory", "64M",
                                   "--console", "none", "--api-sock", sock});
     CHECK(second.exit_code == 125);
     CHECK(second.err.find("another process is serving on it") != std::string::npos);
-    // --timeout 2 ends it: ctl wait returns kiln's own status for that, 124.
+    // --timeout 4 ends it: ctl wait returns kiln's own status for that, 124.
     auto waited = ctl(sock, {"wait"});
     CHECK(waited.exit_code == 124);
     CHECK(vm.wait(30s) == 124);
@@ -214,14 +214,19 @@ TEST_CASE("api: stop presses the ACPI power button - a guest that honours it pow
     test::Background vm(vm_argv(sock, "job=idle", "120"));
     REQUIRE(wait_for_socket(sock, vm));
     std::vector<std::string> events;
+    std::atomic<bool> open{false};
     std::thread reader([&] {
-        auto r = api::http_stream_lines(sock, "/events", [&](std::string_view l) {
-            events.emplace_back(l);
-            return true;
-        });
+        auto r = api::http_stream_lines(
+            sock, "/events",
+            [&](std::string_view l) {
+                events.emplace_back(l);
+                return true;
+            },
+            [&](int status) { open = status == 200; });
         CHECK(r);
     });
-    std::this_thread::sleep_for(200ms);
+    for (int i = 0; i < 1000 && !open; ++i) std::this_thread::sleep_for(5ms);
+    REQUIRE(open);
     const auto t0 = std::chrono::steady_clock::now();
     auto stop = ctl(sock, {"stop", "--grace", "30"});
     CHECK(stop.exit_code == 0);

@@ -71,7 +71,7 @@ TEST_CASE("embedding: two machines in one process - pause one while the other ru
     const uint64_t a0 = run_ns(ma), b0 = run_ns(mb);
     std::this_thread::sleep_for(700ms);
     CHECK(run_ns(ma) - a0 < 50'000'000u);  // parked
-    CHECK(run_ns(mb) - b0 > 200'000'000u); // the other one ran on
+    CHECK(run_ns(mb) - b0 > 100'000'000u); // the other one ran on
     REQUIRE(ma.resume());
 
     // b has no shutdown path the test guest's compute job honours: the hard stop.

@@ -234,7 +234,7 @@ TEST_CASE("api server: serves the fake VM, streams its events to two readers and
         });
     };
     std::thread ta = reader(a), tb = reader(b);
-    std::this_thread::sleep_for(200ms); // both streams open
+    while ((*server)->streams() < 2) std::this_thread::sleep_for(5ms); // both streams open
     MachineEvent paused;
     paused.kind = MachineEvent::Kind::Paused;
     vm.hub.publish(paused);
@@ -259,6 +259,125 @@ TEST_CASE("api server: serves the fake VM, streams its events to two readers and
     CHECK_FALSE(std::filesystem::exists(sock));
 }
 
+namespace {
+
+// CPU time (user + system, in ticks) the named thread of this process has used.
+uint64_t thread_cpu_ticks(const std::string& name) {
+    for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+        if (test::read_text(t.path() / "comm") != name + "\n") continue;
+        const std::string stat = test::read_text(t.path() / "stat");
+        std::istringstream in(stat.substr(stat.rfind(')') + 2));
+        std::string field;
+        uint64_t utime = 0, stime = 0;
+        for (int i = 3; i <= 15 && in >> field; ++i) {
+            if (i == 14) utime = std::stoull(field);
+            if (i == 15) stime = std::stoull(field);
+        }
+        return utime + stime;
+    }
+    FAIL("no thread named " << name);
+    return 0;
+}
+
+std::string read_all(int fd) {
+    std::string got;
+    char buf[65536];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) got.append(buf, size_t(n));
+    return got;
+}
+
+size_t count(const std::string& s, std::string_view what) {
+    size_t n = 0;
+    for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+    return n;
+}
+
+} // namespace
+
+TEST_CASE("api server: a client that pipelines without reading is held back and cut off, a half-closed one costs no CPU") {
+    test::ScratchDir dir;
+    FakeVm vm;
+    const std::string sock = dir / "api.sock";
+    ApiServerLimits limits;
+    limits.write_timeout = 500ms;
+    auto server = ApiServer::create(vm, sock, limits);
+    REQUIRE(server);
+
+    // 3000 pipelined requests, nothing read: the server answers only as fast as the
+    // client reads (not at all), so it buffers at most one answer, and drops the client
+    // once its answers have waited longer than the write timeout.
+    auto greedy = connect_unix(sock);
+    REQUIRE(greedy);
+    std::string many;
+    for (int i = 0; i < 3000; ++i) many += "GET /vm/stats HTTP/1.1\r\n\r\n";
+    std::thread sender([&] { [[maybe_unused]] auto n = ::send(greedy->get(), many.data(), many.size(), MSG_NOSIGNAL); });
+    // Meanwhile another client is served at once.
+    auto other = http_request(sock, "GET", "/vm", {}, 2s);
+    REQUIRE(other);
+    CHECK(other->status == 200);
+    std::this_thread::sleep_for(1500ms);
+    ::shutdown(greedy->get(), SHUT_WR); // lets the sender go if it is still blocked
+    sender.join();
+    const std::string got = read_all(greedy->get()); // ends: the server closed it
+    CHECK(count(got, "HTTP/1.1 200") < 3000);
+
+    // Pipelined requests, then half-closed, and nothing read: the server must not spin.
+    auto half = connect_unix(sock);
+    REQUIRE(half);
+    std::string some;
+    for (int i = 0; i < 200; ++i) some += "GET /metrics HTTP/1.1\r\n\r\n";
+    REQUIRE(::send(half->get(), some.data(), some.size(), MSG_NOSIGNAL) == ssize_t(some.size()));
+    ::shutdown(half->get(), SHUT_WR);
+    std::this_thread::sleep_for(100ms);
+    const uint64_t before = thread_cpu_ticks("kiln-api");
+    std::this_thread::sleep_for(1s);
+    CHECK(thread_cpu_ticks("kiln-api") - before < 20); // < 0.2 s of a second (USER_HZ 100)
+}
+
+TEST_CASE("api server: a request sent just before the client closes is still carried out, HEAD gets no body, streams are capped") {
+    test::ScratchDir dir;
+    FakeVm vm;
+    const std::string sock = dir / "api.sock";
+    ApiServerLimits limits;
+    limits.max_streams = 1;
+    auto server = ApiServer::create(vm, sock, limits);
+    REQUIRE(server);
+    {
+        auto fd = connect_unix(sock);
+        REQUIRE(fd);
+        const std::string put = "PUT /vm/state HTTP/1.1\r\nContent-Length: 18\r\n\r\n{\"state\":\"paused\"}";
+        REQUIRE(::send(fd->get(), put.data(), put.size(), MSG_NOSIGNAL) == ssize_t(put.size()));
+    } // closed at once
+    for (int i = 0; i < 200 && vm.calls.empty(); ++i) std::this_thread::sleep_for(10ms);
+    CHECK(vm.calls == std::vector<std::string>{"pause"});
+
+    auto head = connect_unix(sock);
+    REQUIRE(head);
+    const std::string req = "HEAD /events HTTP/1.1\r\nConnection: close\r\n\r\n";
+    REQUIRE(::send(head->get(), req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size()));
+    const std::string answer = read_all(head->get());
+    CHECK(answer.starts_with("HTTP/1.1 405"));
+    CHECK(answer.ends_with("\r\n\r\n")); // the head alone
+
+    std::atomic<bool> open{false};
+    std::thread first([&] {
+        auto s = http_stream_lines(sock, "/events", [](std::string_view) { return true; },
+                                   [&](int status) { open = status == 200; });
+        CHECK(s);
+    });
+    while (!open) std::this_thread::sleep_for(5ms);
+    int second_status = 0;
+    auto second = http_stream_lines(sock, "/events", [](std::string_view) { return true; },
+                                    [&](int status) { second_status = status; });
+    REQUIRE(second);
+    CHECK(second_status == 503);
+    auto plain = http_request(sock, "GET", "/vm"); // requests still have room
+    REQUIRE(plain);
+    CHECK(plain->status == 200);
+    vm.end(0);
+    first.join();
+}
+
 TEST_CASE("api server: a stale socket is replaced, a live one or another file refused, slow and idle clients are cut off") {
     test::ScratchDir dir;
     FakeVm vm;
@@ -274,7 +393,7 @@ TEST_CASE("api server: a stale socket is replaced, a live one or another file re
     }
     ApiServerLimits limits;
     limits.request_timeout = 300ms;
-    limits.idle_timeout = 300ms;
+    limits.idle_timeout = 1s;
     limits.max_connections = 3;
     auto server = ApiServer::create(vm, sock, limits);
     REQUIRE(server);
@@ -303,7 +422,7 @@ TEST_CASE("api server: a stale socket is replaced, a live one or another file re
     auto busy = http_request(sock, "GET", "/vm");
     REQUIRE(busy);
     CHECK(busy->status == 503);
-    std::this_thread::sleep_for(1200ms); // the idle ones are gone
+    std::this_thread::sleep_for(2500ms); // the idle ones are gone
     auto ok = http_request(sock, "GET", "/vm");
     REQUIRE(ok);
     CHECK(ok->status == 200);

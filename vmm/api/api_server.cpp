@@ -21,7 +21,8 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kReadChunk = 16 * 1024;
 // The most a client may have sent that is not yet a whole request.
 constexpr size_t kMaxPendingInput = kMaxHeaderBytes + kMaxBodyBytes + 1024;
-constexpr int kTickMs = 500; // how often idle connections are looked at
+constexpr int kTickMs = 250; // how often timeouts are looked at
+constexpr uint64_t kListenerId = 0, kWakeId = 1;
 
 Result<sockaddr_un> socket_address(const std::string& path) {
     sockaddr_un a{};
@@ -33,7 +34,8 @@ Result<sockaddr_un> socket_address(const std::string& path) {
     return a;
 }
 
-// A socket file left by a process that died is replaced; one that answers is in use.
+// A socket file left by a process that died (connect: ECONNREFUSED) is replaced; one
+// that answers, or any doubt, leaves it alone with an error.
 Result<void> clear_stale_socket(const std::string& path, const sockaddr_un& addr) {
     struct stat st{};
     if (::lstat(path.c_str(), &st) != 0) {
@@ -41,60 +43,71 @@ Result<void> clear_stale_socket(const std::string& path, const sockaddr_un& addr
         return fail_errno(fmt::format("--api-sock '{}'", path));
     }
     if (!S_ISSOCK(st.st_mode)) return fail("--api-sock '{}': the path exists and is not a socket", path);
-    Fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    Fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!probe) return fail_errno("socket");
-    if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0)
+    if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 || errno == EAGAIN)
         return fail("--api-sock '{}': another process is serving on it", path);
+    if (errno != ECONNREFUSED) return fail_errno(fmt::format("--api-sock '{}': probing the existing socket", path));
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail_errno(fmt::format("--api-sock '{}': unlink", path));
     return {};
 }
 
+bool add_to_epoll(int ep, int fd, uint32_t events, uint64_t id) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = id;
+    return ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
 } // namespace
 
-struct ApiServer::Connection {
-    Fd fd;
-    std::string in, out;
-    bool stream = false;        // GET /events: output only, until the VM ends
-    bool closing = false;       // close once `out` is written
-    bool want_write = false;    // EPOLLOUT armed
-    Clock::time_point last_activity = Clock::now();
-    Clock::time_point request_started{}; // first byte of a request not yet complete
-};
-
-Result<std::unique_ptr<ApiServer>> ApiServer::create(VmControl& vm, std::string path, ApiServerLimits limits) {
+Result<ApiListener> ApiListener::bind(std::string path) {
     const sockaddr_un addr = KILN_TRY(socket_address(path));
     KILN_TRY(clear_stale_socket(path, addr));
-    Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!listener) return fail_errno("--api-sock: socket");
-    // Only the owner may control the VM: the socket is made 0600 before anyone can
-    // connect (umask during bind, then an explicit chmod for the record).
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) return fail_errno("--api-sock: socket");
+    // Only the owner may control the VM: the socket is 0600 before anyone can connect
+    // (umask during bind), then chmod for the record.
     const mode_t old = ::umask(0177);
-    const int rc = ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    const int rc = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
     const int bind_errno = errno;
     ::umask(old);
     if (rc != 0) return fail_errno(fmt::format("--api-sock '{}': bind", path), bind_errno);
-    if (::chmod(path.c_str(), 0600) != 0 || ::listen(listener.get(), 64) != 0) {
-        const int e = errno;
-        ::unlink(path.c_str());
-        return fail_errno(fmt::format("--api-sock '{}'", path), e);
-    }
-    auto cleanup_on_error = [&](Error e) {
-        ::unlink(path.c_str());
-        return std::unexpected(std::move(e));
-    };
-    auto wake = EventFd::create();
-    if (!wake) return cleanup_on_error(wake.error());
+    ApiListener l(std::move(path), std::move(fd)); // unlinks from here on
+    if (::chmod(l.path_.c_str(), 0600) != 0 || ::listen(l.fd_.get(), 64) != 0)
+        return fail_errno(fmt::format("--api-sock '{}'", l.path_));
+    return l;
+}
+
+ApiListener::~ApiListener() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+struct ApiServer::Connection {
+    uint64_t id = 0;
+    Fd fd;
+    std::string in, out;
+    bool stream = false;     // GET /events: output only, until the VM ends
+    bool closing = false;    // close once `out` is written; no more requests
+    bool eof = false;        // the client has sent all it will
+    uint32_t interest = 0;   // what epoll watches now
+    Clock::time_point last_activity = Clock::now();
+    Clock::time_point request_started{}; // first byte of a request not yet complete
+    Clock::time_point write_stalled{};   // since when `out` has waited for the client
+};
+
+Result<std::unique_ptr<ApiServer>> ApiServer::create(VmControl& vm, std::string path, ApiServerLimits limits) {
+    return create(vm, KILN_TRY(ApiListener::bind(std::move(path))), limits);
+}
+
+Result<std::unique_ptr<ApiServer>> ApiServer::create(VmControl& vm, ApiListener listener, ApiServerLimits limits) {
+    auto wake = KILN_TRY(EventFd::create());
     Fd ep(::epoll_create1(EPOLL_CLOEXEC));
-    if (!ep) return cleanup_on_error(Error::from_errno("epoll_create1"));
-    std::unique_ptr<ApiServer> s(
-        new ApiServer(vm, std::move(path), limits, std::move(listener), std::move(*wake), std::move(ep)));
-    for (int fd : {s->listener_.get(), s->wake_.get()}) {
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.fd = fd;
-        if (::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-            return cleanup_on_error(Error::from_errno("epoll_ctl"));
-    }
+    if (!ep) return fail_errno("epoll_create1");
+    std::unique_ptr<ApiServer> s(new ApiServer(vm, std::move(listener), limits, std::move(wake), std::move(ep)));
+    if (!add_to_epoll(s->epoll_.get(), s->listener_.fd(), EPOLLIN, kListenerId) ||
+        !add_to_epoll(s->epoll_.get(), s->wake_.get(), EPOLLIN, kWakeId))
+        return fail_errno("epoll_ctl");
     s->subscription_ = vm.subscribe([srv = s.get()](const MachineEvent& e) { srv->on_event(e); });
     // A VM that ended before the server existed still shows in streams opened later.
     if (const auto e = vm.exit()) {
@@ -110,16 +123,15 @@ Result<std::unique_ptr<ApiServer>> ApiServer::create(VmControl& vm, std::string 
     return s;
 }
 
-ApiServer::ApiServer(VmControl& vm, std::string path, ApiServerLimits limits, Fd listener, EventFd wake, Fd epoll)
-    : vm_(vm), path_(std::move(path)), limits_(limits), listener_(std::move(listener)), wake_(std::move(wake)),
-      epoll_(std::move(epoll)), conns_(std::make_unique<std::map<int, std::unique_ptr<Connection>>>()) {}
+ApiServer::ApiServer(VmControl& vm, ApiListener listener, ApiServerLimits limits, EventFd wake, Fd epoll)
+    : vm_(vm), listener_(std::move(listener)), limits_(limits), wake_(std::move(wake)), epoll_(std::move(epoll)),
+      conns_(std::make_unique<std::map<uint64_t, std::unique_ptr<Connection>>>()) {}
 
 ApiServer::~ApiServer() {
     subscription_.reset();
     stopping_.store(true, std::memory_order_release);
     wake_.signal();
     if (thread_.joinable()) thread_.join();
-    ::unlink(path_.c_str());
 }
 
 void ApiServer::on_event(const MachineEvent& e) {
@@ -142,27 +154,31 @@ void ApiServer::run() {
             break;
         }
         for (int i = 0; i < n; ++i) {
-            const int fd = events[i].data.fd;
-            if (fd == listener_.get()) {
+            const uint64_t id = events[i].data.u64;
+            const uint32_t ev = events[i].events;
+            if (id == kListenerId) {
                 accept_all();
                 continue;
             }
-            if (fd == wake_.get()) {
+            if (id == kWakeId) {
                 wake_.consume();
                 publish_pending();
                 continue;
             }
-            auto it = conns_->find(fd);
-            if (it == conns_->end()) continue;
+            auto it = conns_->find(id);
+            if (it == conns_->end()) continue; // closed earlier in this batch
             Connection& c = *it->second;
-            if (events[i].events & (EPOLLERR | EPOLLHUP)) {
-                close(fd);
-                continue;
+            // Written out: the next pipelined request, if one waits.
+            if ((ev & EPOLLOUT) && (!flush(c) || !serve(c))) continue;
+            // A hang-up may leave a whole request behind (sent, then closed): read it
+            // and serve it before closing. An error alone closes.
+            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+                if (!on_readable(c)) continue;
+            } else if (ev & EPOLLERR) {
+                close(id);
             }
-            if (events[i].events & EPOLLOUT) flush(c);
-            if (conns_->count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
         }
-        sweep_idle();
+        sweep();
     }
     // Going away (the VM has ended and kiln is exiting): the last events, then up to a
     // quarter of a second to hand what is written to the clients.
@@ -170,18 +186,18 @@ void ApiServer::run() {
     const auto deadline = Clock::now() + std::chrono::milliseconds(250);
     while (Clock::now() < deadline) {
         bool pending = false;
-        for (auto& [fd, c] : *conns_) pending |= !c->out.empty();
+        for (auto& [id, c] : *conns_) pending |= !c->out.empty();
         if (!pending) break;
         const int n = ::epoll_wait(epoll_.get(), events, 32, 50);
         for (int i = 0; i < n; ++i)
-            if (auto it = conns_->find(events[i].data.fd); it != conns_->end()) flush(*it->second);
+            if (auto it = conns_->find(events[i].data.u64); it != conns_->end()) flush(*it->second);
     }
     conns_->clear();
 }
 
 void ApiServer::accept_all() {
     for (;;) {
-        Fd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        Fd fd(::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!fd) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) spdlog::warn("api: accept: {}", std::strerror(errno));
@@ -192,55 +208,56 @@ void ApiServer::accept_all() {
             [[maybe_unused]] auto w = ::send(fd.get(), busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
             continue;
         }
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLRDHUP;
-        ev.data.fd = fd.get();
-        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0) continue;
         auto c = std::make_unique<Connection>();
-        const int key = fd.get();
+        c->id = next_id_++;
         c->fd = std::move(fd);
-        conns_->emplace(key, std::move(c));
+        c->interest = EPOLLIN | EPOLLRDHUP;
+        if (!add_to_epoll(epoll_.get(), c->fd.get(), c->interest, c->id)) continue;
+        conns_->emplace(c->id, std::move(c));
     }
 }
 
-void ApiServer::on_readable(Connection& c) {
-    const int fd = c.fd.get();
+bool ApiServer::on_readable(Connection& c) {
     char buf[kReadChunk];
-    for (;;) {
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    // Read what is there, up to one full request's worth beyond what is buffered: a
+    // client that sends faster than it reads is held back by its own socket buffer.
+    while (!c.eof && c.in.size() <= kMaxPendingInput) {
+        const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
         if (n > 0) {
             c.last_activity = Clock::now();
-            // A stream or a connection being closed takes no more requests: input is
-            // read (so the peer is not blocked) and dropped.
+            // A stream, or a connection being closed, takes no more requests.
             if (c.stream || c.closing) continue;
             if (c.in.empty()) c.request_started = c.last_activity;
             c.in.append(buf, static_cast<size_t>(n));
-            if (c.in.size() > kMaxPendingInput) break; // serve() answers 413/431 and closes
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        // End of input (or an error): a half-closed client may still read what it asked
-        // for; serve what is complete, then close after writing.
-        serve(c);
-        if (!conns_->count(fd)) return;
-        if (c.stream && n == 0) {
-            close(fd); // an event reader that hung up
-            return;
+        c.eof = true; // end of input, or an error: no more requests will come
+    }
+    if (!serve(c)) return false;
+    if (c.eof) {
+        // Serve what was complete (above), deliver what is owed, then close. An event
+        // reader that hung up is simply gone.
+        if (c.stream || c.out.empty()) {
+            close(c.id);
+            return false;
         }
         c.closing = true;
-        if (c.out.empty()) close(fd);
-        return;
     }
-    serve(c);
+    update_interest(c);
+    return true;
 }
 
-void ApiServer::serve(Connection& c) {
-    while (!c.in.empty() && !c.stream && !c.closing) {
+bool ApiServer::serve(Connection& c) {
+    // One request at a time: the next is parsed only once the answer to this one has
+    // been handed to the client (backpressure against a client that never reads).
+    while (!c.in.empty() && !c.stream && !c.closing && c.out.empty()) {
         ParseResult r = parse_request(c.in);
         if (r.kind == ParseResult::Kind::NeedMore) {
-            if (c.in.size() > kMaxPendingInput) r = ParseResult{ParseResult::Kind::Bad, 0, {}, 413, "request too large"};
-            else break;
+            if (c.in.size() <= kMaxPendingInput && !c.eof) break;
+            r = ParseResult{ParseResult::Kind::Bad, 0, {},
+                            c.eof ? 400 : 413, c.eof ? "the request ended early" : "request too large"};
         }
         if (r.kind == ParseResult::Kind::Bad) {
             c.out += serialize(error_response(r.status, r.error), false);
@@ -251,29 +268,36 @@ void ApiServer::serve(Connection& c) {
         c.in.erase(0, r.consumed);
         c.request_started = c.in.empty() ? Clock::time_point{} : Clock::now();
         const HttpRequest& req = r.request;
+        const bool head = req.method == "HEAD";
+        HttpResponse resp;
         if (req.path == "/events") {
-            if (req.method != "GET") {
-                auto resp = error_response(405, "method not allowed; this resource takes GET");
+            if (req.method == "GET") {
+                if (streams_.load(std::memory_order_relaxed) >= limits_.max_streams) {
+                    resp = error_response(503, fmt::format("too many event streams (at most {})", limits_.max_streams));
+                } else {
+                    start_stream(c);
+                    break;
+                }
+            } else {
+                resp = error_response(405, "method not allowed; this resource takes GET");
                 resp.headers.emplace_back("Allow", "GET");
-                c.out += serialize(resp, req.keep_alive);
-                c.closing = !req.keep_alive;
-                continue;
             }
-            start_stream(c);
-            break;
+        } else {
+            resp = handle_request(vm_, req);
         }
-        HttpResponse resp = handle_request(vm_, req);
         std::string text = serialize(resp, req.keep_alive);
-        if (req.method == "HEAD") text.resize(text.size() - resp.body.size());
+        if (head) text.resize(text.size() - resp.body.size());
         c.out += text;
         if (!req.keep_alive) c.closing = true;
+        if (!flush(c)) return false;
     }
-    flush(c);
+    return flush(c);
 }
 
 void ApiServer::start_stream(Connection& c) {
     c.stream = true;
     c.in.clear();
+    streams_.fetch_add(1, std::memory_order_acq_rel);
     c.out += serialize_stream_head(200, "application/x-ndjson");
     if (vm_ended_) {
         // The VM is gone: its last word, then the end of the stream.
@@ -293,75 +317,93 @@ void ApiServer::publish_pending() {
         const bool end = line.empty();
         if (!end && line.find("\"guest-exited\"") != std::string::npos) last_exit_line_ = line;
         if (end) vm_ended_ = true;
-        std::vector<int> fds;
-        for (auto& [fd, c] : *conns_)
-            if (c->stream && !c->closing) fds.push_back(fd);
-        for (int fd : fds) {
-            Connection& c = *conns_->at(fd);
+        std::vector<uint64_t> ids;
+        for (auto& [id, c] : *conns_)
+            if (c->stream && !c->closing) ids.push_back(id);
+        for (uint64_t id : ids) {
+            auto it = conns_->find(id);
+            if (it == conns_->end()) continue;
+            Connection& c = *it->second;
             c.out += chunk(line); // the empty line is the last chunk
             if (end) c.closing = true;
             if (c.out.size() > limits_.max_stream_backlog) {
                 spdlog::warn("api: an event reader fell {} bytes behind; disconnected", c.out.size());
-                close(fd);
+                close(id);
                 continue;
             }
-            flush(c);
+            if (flush(c)) update_interest(c);
         }
     }
 }
 
-void ApiServer::flush(Connection& c) {
-    const int fd = c.fd.get();
+bool ApiServer::flush(Connection& c) {
     while (!c.out.empty()) {
-        const ssize_t n = ::send(fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        const ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c.out.erase(0, static_cast<size_t>(n));
+            c.write_stalled = {};
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        close(fd); // the peer is gone
-        return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (c.write_stalled == Clock::time_point{}) c.write_stalled = Clock::now();
+            break;
+        }
+        close(c.id); // the peer is gone
+        return false;
     }
     if (c.out.empty() && c.closing) {
-        close(fd);
-        return;
+        close(c.id);
+        return false;
     }
-    const bool want = !c.out.empty();
-    if (want != c.want_write) {
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0u);
-        ev.data.fd = fd;
-        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) == 0) c.want_write = want;
-    }
+    update_interest(c);
+    return true;
 }
 
-void ApiServer::sweep_idle() {
+void ApiServer::update_interest(Connection& c) {
+    // Read only while a request can be taken (or, for a stream, to notice the reader
+    // hanging up); write only while something waits. Nothing else wakes this thread.
+    uint32_t want = 0;
+    if (!c.eof && (c.stream || (!c.closing && c.out.empty()))) want |= EPOLLIN | EPOLLRDHUP;
+    if (!c.out.empty()) want |= EPOLLOUT;
+    if (want == c.interest) return;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.u64 = c.id;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) == 0) c.interest = want;
+}
+
+void ApiServer::sweep() {
     const auto now = Clock::now();
-    std::vector<int> drop;
-    for (auto& [fd, c] : *conns_) {
-        if (c->stream) continue;
-        const bool mid_request = !c->in.empty() && c->request_started != Clock::time_point{};
-        if (mid_request && now - c->request_started > limits_.request_timeout) {
-            c->out += serialize(error_response(408, "the request did not complete in time"), false);
-            c->in.clear();
-            c->closing = true;
-            drop.push_back(fd); // flushed below; closes itself once written
-        } else if (!mid_request && c->out.empty() && now - c->last_activity > limits_.idle_timeout) {
-            drop.push_back(fd);
+    std::vector<uint64_t> drop, late;
+    for (auto& [id, c] : *conns_) {
+        if (!c->out.empty() && c->write_stalled != Clock::time_point{} &&
+            now - c->write_stalled > limits_.write_timeout) {
+            drop.push_back(id); // not reading what it asked for
+        } else if (c->stream) {
+            continue;
+        } else if (!c->in.empty() && c->out.empty() && !c->closing && now - c->request_started > limits_.request_timeout) {
+            late.push_back(id);
+        } else if (c->in.empty() && c->out.empty() && now - c->last_activity > limits_.idle_timeout) {
+            drop.push_back(id);
         }
     }
-    for (int fd : drop) {
-        auto it = conns_->find(fd);
-        if (it == conns_->end()) continue;
-        if (it->second->closing && !it->second->out.empty()) flush(*it->second);
-        else close(fd);
+    for (uint64_t id : drop) close(id);
+    for (uint64_t id : late) {
+        Connection& c = *conns_->at(id);
+        c.out += serialize(error_response(408, "the request did not complete in time"), false);
+        c.in.clear();
+        c.closing = true;
+        flush(c);
     }
 }
 
-void ApiServer::close(int fd) {
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-    conns_->erase(fd);
+void ApiServer::close(uint64_t id) {
+    auto it = conns_->find(id);
+    if (it == conns_->end()) return;
+    if (it->second->stream) streams_.fetch_sub(1, std::memory_order_acq_rel);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second->fd.get(), nullptr);
+    conns_->erase(it);
 }
 
 } // namespace kiln::api

@@ -114,7 +114,9 @@ Result<HttpReply> http_request(const std::string& socket_path, std::string_view 
 }
 
 Result<int> http_stream_lines(const std::string& socket_path, std::string_view target,
-                              const std::function<bool(std::string_view line)>& on_line) {
+                              const std::function<bool(std::string_view line)>& on_line,
+                              const std::function<void(int status)>& on_open,
+                              const std::function<void(std::string_view body)>& on_error_body) {
     Fd fd = KILN_TRY(connect_unix(socket_path));
     KILN_TRY(send_all(fd.get(), request_text("GET", target, {})));
     std::string buf, decoded;
@@ -132,10 +134,11 @@ Result<int> http_stream_lines(const std::string& socket_path, std::string_view t
             }
             head = h;
             at = head->head_bytes;
+            if (on_open) on_open(head->status);
         }
         if (head->status != 200 || !head->chunked) {
             if (n != 0 && (!head->content_length || buf.size() < head->head_bytes + *head->content_length)) continue;
-            on_line(std::string_view(buf).substr(head->head_bytes));
+            if (on_error_body) on_error_body(std::string_view(buf).substr(head->head_bytes));
             return head->status;
         }
         bool bad = false;

@@ -27,10 +27,13 @@ struct HttpReply {
                                              std::string_view target, std::string_view json_body = {},
                                              std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
-// GETs a streamed (chunked) resource and calls `on_line` for each complete line as it
-// arrives, until the server ends the stream or `on_line` returns false. Returns the
-// response status; a non-200 response's body is given to on_line whole.
+// GETs a streamed (chunked) resource: `on_open` gets the response status as soon as the
+// head arrives (for a 200, the stream is then established); `on_line` each complete
+// line of a 200's body as it arrives, until the server ends the stream or `on_line`
+// returns false. A non-200 answer's body goes to `on_error_body`. Returns the status.
 [[nodiscard]] Result<int> http_stream_lines(const std::string& socket_path, std::string_view target,
-                                            const std::function<bool(std::string_view line)>& on_line);
+                                            const std::function<bool(std::string_view line)>& on_line,
+                                            const std::function<void(int status)>& on_open = {},
+                                            const std::function<void(std::string_view body)>& on_error_body = {});
 
 } // namespace kiln::api

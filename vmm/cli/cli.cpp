@@ -448,9 +448,13 @@ Options:
   --grace SECONDS   stop: the grace period before the hard stop (0 to 3600)
   --no-wait         stop, kill: return once the request is accepted
 
-Exit status: 0 done; 1 the VM refused the request (e.g. pausing a VM that has
-ended; the reason is printed); 2 no VM serves on PATH; 125 bad usage or a
-malformed answer. 'wait' exits with the VM's own exit status (as 'kiln run' would).
+Exit status: 0 done; 1 the VM or its API refused the request (e.g. pausing a VM
+that is being stopped, or too many event streams open; the reason is printed); 2 no
+VM serves on PATH (none started there, or it has ended: kiln removes the socket as it
+exits); 125 bad usage, a broken connection or a malformed answer. 'wait' exits with
+the VM's own exit status, as 'kiln run' would (so a guest status of 1, 2 or 125 reads
+like the above: a guest that wants to be unambiguous keeps to 3-118); start it while
+the VM runs.
 )";
 }
 

@@ -1,6 +1,8 @@
 #include "vmm/cli/ctl.hpp"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +19,13 @@ int report(std::string_view action, const Error& e) {
     return kBadUsage;
 }
 
+// The message of an API error body, or the body itself.
+std::string error_text(std::string_view body) {
+    const auto j = nlohmann::json::parse(body, nullptr, false);
+    if (j.is_object() && j.contains("error") && j["error"].is_string()) return j["error"].get<std::string>();
+    return std::string(body);
+}
+
 // Prints a successful body to stdout, an error's message to stderr.
 int print_reply(std::string_view action, const api::HttpReply& r) {
     if (r.status >= 200 && r.status < 300) {
@@ -24,33 +33,52 @@ int print_reply(std::string_view action, const api::HttpReply& r) {
         if (!r.body.empty() && r.body.back() != '\n') std::fputc('\n', stdout);
         return kOk;
     }
-    const auto j = nlohmann::json::parse(r.body, nullptr, false);
-    const std::string why = j.is_object() && j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>()
-                                                                                          : r.body;
+    const std::string why = error_text(r.body);
     std::fprintf(stderr, "kiln ctl: %.*s: %s (HTTP %d)\n", static_cast<int>(action.size()), action.data(), why.c_str(),
                  r.status);
     return kRefused;
 }
 
-// Follows GET /events until the VM's guest-exited event (or the end of the stream: the
-// process is gone). Prints each line when `echo`. Returns the VM's exit status, or
-// nullopt when the stream ended without one.
-Result<std::optional<int>> follow_events(const std::string& sock, bool echo) {
-    std::optional<int> status;
-    auto followed = api::http_stream_lines(sock, "/events", [&](std::string_view line) {
-        if (echo) {
-            std::fwrite(line.data(), 1, line.size(), stdout);
-            std::fputc('\n', stdout);
-            std::fflush(stdout);
-        }
-        const auto j = nlohmann::json::parse(line, nullptr, false);
-        if (j.is_object() && j.value("event", "") == "guest-exited" && j.contains("exit_status"))
-            status = j["exit_status"].get<int>();
-        return !status;
-    });
-    // The kiln process may be gone already: then there is nothing more to wait for.
-    if (!followed) return std::optional<int>{};
-    return status;
+
+struct Followed {
+    int http_status = 0;
+    std::string error;             // a non-200 answer's message
+    std::optional<int> exit_status; // from the guest-exited event
+};
+
+// Follows GET /events until the VM's guest-exited event or the end of the stream,
+// printing each line when `echo`.
+Result<Followed> follow_events(const std::string& sock, bool echo) {
+    Followed f;
+    auto status = api::http_stream_lines(
+        sock, "/events",
+        [&](std::string_view line) {
+            if (echo) {
+                std::fwrite(line.data(), 1, line.size(), stdout);
+                std::fputc('\n', stdout);
+                std::fflush(stdout);
+            }
+            const auto j = nlohmann::json::parse(line, nullptr, false);
+            if (j.is_object() && j.value("event", "") == "guest-exited" && j.contains("exit_status"))
+                f.exit_status = j["exit_status"].get<int>();
+            return !f.exit_status;
+        },
+        {}, [&](std::string_view body) { f.error = error_text(body); });
+    if (!status) return std::unexpected(status.error());
+    f.http_status = *status;
+    return f;
+}
+
+// stop and kill: until the VM has ended, i.e. GET /vm says "exited" or nobody serves
+// the socket any more (kiln exits right after the VM ends).
+int wait_for_end(const std::string& sock) {
+    for (;;) {
+        auto r = api::http_request(sock, "GET", "/vm");
+        if (!r) return kOk; // the process is gone
+        const auto j = nlohmann::json::parse(r->body, nullptr, false);
+        if (r->status == 200 && j.is_object() && j.value("state", "") == "exited") return kOk;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
 }
 
 } // namespace
@@ -92,21 +120,23 @@ int run_ctl(const CtlCommand& cmd) {
         nlohmann::json body{{"state", cmd.action == A::Stop ? "stopped" : "killed"}};
         if (cmd.grace_seconds) body["grace_seconds"] = *cmd.grace_seconds;
         if (auto refused = put_state(body)) return *refused;
-        if (!cmd.wait) return kOk;
-        auto ended = follow_events(cmd.api_sock, false);
-        if (!ended) return report(action, ended.error());
-        return kOk;
+        return cmd.wait ? wait_for_end(cmd.api_sock) : kOk;
     }
     case A::Events:
     case A::Wait: {
-        auto ended = follow_events(cmd.api_sock, cmd.action == A::Events);
-        if (!ended) return report(action, ended.error());
-        if (cmd.action == A::Events) return kOk;
-        if (!*ended) {
-            std::fprintf(stderr, "kiln ctl: wait: the VM's process ended without reporting how the VM ended\n");
+        auto f = follow_events(cmd.api_sock, cmd.action == A::Events);
+        if (!f) return report(action, f.error());
+        if (f->http_status != 200) {
+            std::fprintf(stderr, "kiln ctl: %.*s: %s (HTTP %d)\n", static_cast<int>(action.size()), action.data(),
+                         f->error.c_str(), f->http_status);
+            return kRefused;
+        }
+        if (!f->exit_status) {
+            std::fprintf(stderr, "kiln ctl: %.*s: the stream ended without the VM's exit (its process is gone)\n",
+                         static_cast<int>(action.size()), action.data());
             return kBadUsage;
         }
-        return **ended;
+        return cmd.action == A::Events ? kOk : *f->exit_status;
     }
     }
     return kBadUsage;

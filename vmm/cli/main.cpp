@@ -1,6 +1,7 @@
 // kiln: the command-line front end of libkiln. Parses, builds a Machine, runs it, and
 // turns how it ended into the exit status documented in `kiln run --help`.
 #include <csignal>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <sys/epoll.h>
@@ -46,6 +47,14 @@ int run(kiln::cli::RunCommand cmd) {
     // Interactive use: the terminal's input goes to the guest's serial port.
     cmd.config.forward_stdin = cmd.config.console.kind == ConsoleConfig::Kind::Stdout && ::isatty(STDIN_FILENO);
 
+    // The control socket is bound first: a path in use fails before anything is built.
+    std::optional<api::ApiListener> listener;
+    if (!cmd.api_sock.empty()) {
+        auto l = api::ApiListener::bind(cmd.api_sock);
+        if (!l) return die(l.error());
+        listener.emplace(std::move(*l));
+    }
+
     auto machine = Machine::create(cmd.config);
     if (!machine) return die(machine.error());
     Machine& m = **machine;
@@ -63,8 +72,8 @@ int run(kiln::cli::RunCommand cmd) {
     // hands the event streams their last line (guest-exited) before kiln exits.
     api::MachineControl control(m);
     std::unique_ptr<api::ApiServer> api_server;
-    if (!cmd.api_sock.empty()) {
-        auto server = api::ApiServer::create(control, cmd.api_sock);
+    if (listener) {
+        auto server = api::ApiServer::create(control, std::move(*listener));
         if (!server) return die(server.error());
         api_server = std::move(*server);
     }

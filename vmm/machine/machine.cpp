@@ -278,11 +278,10 @@ Result<void> Machine::start() {
     runner_ = std::thread([this] {
         ::pthread_setname_np(::pthread_self(), "kiln-io");
         // This thread serves the VM's I/O events: on the I/O CPUs, as the CLI's does.
-        if (auto p = host::pin_thread(::pthread_self(), placement_.io_cpus); !p) {
-            runner_result_ = std::unexpected(p.error());
-            publish(MachineEvent::Kind::Error, std::nullopt, p.error().message());
-            return;
-        }
+        // Should that fail, the VM still goes through its whole life (ending at once), so
+        // every waiter and subscriber hears how it ended.
+        if (auto p = host::pin_thread(::pthread_self(), placement_.io_cpus); !p)
+            stop({ExitReason::HostError, 0, p.error().message()});
         runner_result_ = run_once();
     });
     return {};
@@ -303,7 +302,8 @@ Result<VmExit> Machine::run_once() {
         if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
         if (::timerfd_settime(timer_fd_.get(), 0, &its, nullptr) < 0) return fail_errno("timerfd_settime");
     }
-    started_ = std::chrono::steady_clock::now();
+    started_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_release);
+    std::unique_lock lifecycle(lifecycle_mu_); // pause() and shutdown() wait for "started"
     running_.store(true, std::memory_order_release);
     bool all_started = true;
     for (auto& v : vcpus_) {
@@ -314,11 +314,13 @@ Result<VmExit> Machine::run_once() {
         }
     }
     if (all_started) publish(MachineEvent::Kind::Started);
+    lifecycle.unlock();
     if (auto r = loop_->run(); !r) stop({ExitReason::HostError, 0, r.error().message()});
     for (auto& v : vcpus_) v->join();
     running_.store(false, std::memory_order_release);
     if (auto w = write_stats_json(); !w) spdlog::error("{}", w.error().message());
     VmExit result = exits_->result().value_or(VmExit{ExitReason::HostError, 0, "the VM ended without a reason"});
+    std::lock_guard ended(lifecycle_mu_);
     if (result.reason == ExitReason::HostError || result.reason == ExitReason::InternalError)
         publish(MachineEvent::Kind::Error, std::nullopt, result.detail);
     publish(MachineEvent::Kind::GuestExited, result);
@@ -332,10 +334,11 @@ std::function<void(const std::string&)> Machine::device_error_sink() {
 }
 
 double Machine::uptime_seconds() const {
-    if (started_ == std::chrono::steady_clock::time_point{}) return 0;
+    const int64_t started = started_ns_.load(std::memory_order_acquire);
+    if (started == 0) return 0;
     const int64_t ended = ended_ns_.load(std::memory_order_acquire);
-    const auto up = ended ? std::chrono::nanoseconds(ended) : std::chrono::steady_clock::now() - started_;
-    return std::chrono::duration<double>(up).count();
+    const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    return static_cast<double>(ended ? ended : now - started) / 1e9;
 }
 
 void Machine::publish(MachineEvent::Kind kind, std::optional<VmExit> exit, std::string message) {
@@ -364,6 +367,7 @@ std::optional<VmExit> Machine::exit() const {
 }
 
 Result<void> Machine::shutdown(std::chrono::milliseconds grace) {
+    std::lock_guard lifecycle(lifecycle_mu_); // "stopping" never after "guest-exited"
     if (!running_.load(std::memory_order_acquire) || exits_->ended()) return fail("the machine is not running");
     if (grace.count() < 0) return fail("a negative grace period");
     bool first = false;
@@ -390,8 +394,10 @@ Result<void> Machine::shutdown(std::chrono::milliseconds grace) {
             fmt::format("{}; hard stop in {:.1f} s",
                         has_button ? "pressed the ACPI power button" : "no ACPI power button (--acpi off)",
                         std::chrono::duration<double>(grace).count()));
-    // A parked guest cannot act on the request.
-    if (paused_.load(std::memory_order_acquire)) KILN_TRY(resume());
+    // A parked guest cannot act on the request. Resuming fails only when the VM ended
+    // meanwhile: the stop is then done anyway.
+    if (paused_.load(std::memory_order_acquire))
+        if (auto r = resume(); !r) spdlog::debug("shutdown: {}", r.error().message());
     if (has_button) {
         if (auto pressed = press_power_button(); !pressed)
             spdlog::debug("shutdown: {}", pressed.error().message()); // it ended meanwhile
@@ -445,6 +451,7 @@ Result<void> Machine::pause() { return set_paused(true); }
 Result<void> Machine::resume() { return set_paused(false); }
 
 Result<void> Machine::set_paused(bool paused) {
+    std::lock_guard lifecycle(lifecycle_mu_);
     {
         std::lock_guard lk(pause_mu_);
         if (!running_.load(std::memory_order_acquire) || stopping_.load(std::memory_order_acquire))
@@ -456,7 +463,6 @@ Result<void> Machine::set_paused(bool paused) {
         }
         paused_.store(paused, std::memory_order_release);
     }
-    // Outside the lock: a subscriber may pause or resume in turn.
     publish(paused ? MachineEvent::Kind::Paused : MachineEvent::Kind::Resumed);
     return {};
 }
@@ -477,11 +483,11 @@ std::vector<int> Machine::kvm_fds() const {
 }
 
 void Machine::on_vm_end() {
-    // Runs once, on whichever thread ended the VM first.
-    ended_ns_.store(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                             std::chrono::steady_clock::now() - started_)
-                                             .count()),
-                    std::memory_order_release);
+    // Runs once, on whichever thread ended the VM first. A VM stopped before it started
+    // ran for no time at all.
+    const int64_t started = started_ns_.load(std::memory_order_acquire);
+    const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    ended_ns_.store(std::max<int64_t>(1, started ? now - started : 1), std::memory_order_release);
     stopping_.store(true, std::memory_order_release);
     for (auto& v : vcpus_) v->kick();
     loop_->stop();

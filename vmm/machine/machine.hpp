@@ -68,7 +68,8 @@ public:
     // How the VM ended, once it has.
     [[nodiscard]] std::optional<VmExit> exit() const;
     // Calls `cb` for every event from now on (machine_events.hpp) until the returned
-    // Subscription is destroyed.
+    // Subscription is destroyed. A callback must not destroy this Machine (or anything
+    // that joins its threads, like an ApiServer serving it).
     [[nodiscard]] Subscription subscribe(EventHub::Callback cb) { return {&events_, events_.subscribe(std::move(cb))}; }
 
     // Pauses every vCPU (parked outside KVM_RUN; devices finish what is in flight) and
@@ -133,7 +134,12 @@ private:
     host::Placement placement_;
     std::vector<const virtio::VirtioBlk*> disks_; // owned by devices_, for the statistics
     std::vector<const virtio::VirtioNet*> nics_;
-    std::chrono::steady_clock::time_point started_{};
+    // When the vCPUs started (steady_clock ns; 0: not yet): read by any thread.
+    std::atomic<int64_t> started_ns_{0};
+    // Orders state changes with their events: pause/resume, shutdown and the run's start
+    // and end publish under it, so subscribers see them in the order they happened.
+    // Recursive: a subscriber may pause or resume from its callback.
+    mutable std::recursive_mutex lifecycle_mu_;
     std::atomic<int64_t> ended_ns_{0}; // uptime when the VM ended; 0 while it runs
     std::atomic<bool> ran_{false};
     EventHub events_;
