@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: %s KERNEL [CMDLINE]\n", argv[0]);
         return 2;
     }
+    kiln::setup_logging(spdlog::level::warn);
     kiln::MachineConfig cfg;
     cfg.kernel_path = argv[1];
     cfg.cmdline = argc == 3 ? argv[2] : "job=hello";

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: %s [-j N] KERNEL CMDLINE...\n", argv[0]);
         return 2;
     }
+    kiln::setup_logging(spdlog::level::warn); // Kiln's own lines on stderr, only what matters
     const std::string kernel = argv[first];
     std::deque<Job> queue;
     for (int i = first + 1; i < argc; ++i) queue.push_back({queue.size(), argv[i], nullptr, {}});
