@@ -243,8 +243,13 @@ TEST_CASE("api: stop presses the ACPI power button - a guest that honours it pow
     test::Background stubborn(vm_argv(sock2, "job=idle powerbutton=ignore", "120"));
     REQUIRE(wait_for_socket(sock2, stubborn));
     const auto t1 = std::chrono::steady_clock::now();
-    CHECK(ctl(sock2, {"stop", "--grace", "1"}).exit_code == 0);
-    CHECK(std::chrono::steady_clock::now() - t1 >= 900ms);
+    CHECK(ctl(sock2, {"stop", "--grace", "2", "--no-wait"}).exit_code == 0);
+    // Being stopped, it refuses a pause: status 1 and the reason.
+    auto refused = ctl(sock2, {"pause"});
+    CHECK(refused.exit_code == 1);
+    CHECK(refused.err.find("cannot pause: the VM is stopping (HTTP 409)") != std::string::npos);
+    CHECK(ctl(sock2, {"wait"}).exit_code == 120);
+    CHECK(std::chrono::steady_clock::now() - t1 >= 1900ms);
     CHECK(stubborn.wait(30s) == 120);
-    CHECK(stubborn.err().find("stopped: the guest did not shut down within 1.0 s") != std::string::npos);
+    CHECK(stubborn.err().find("stopped: the guest did not shut down within 2.0 s") != std::string::npos);
 }
