@@ -11,8 +11,10 @@ usage: check_openapi.py --kiln KILN --guest TESTGUEST_ELF --spec docs/api/openap
 Prints one line per check; exits 0 when all pass.
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -140,10 +142,19 @@ def main():
     check(spec.doc.get("openapi", "").startswith("3.0"), "the document is OpenAPI 3.0")
 
     tmp = tempfile.mkdtemp(prefix="kiln-openapi-")
+    try:
+        return check_against(spec, args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_against(spec, args, tmp):
     sock = os.path.join(tmp, "api.sock")
     kiln = subprocess.Popen([args.kiln, "run", "--kernel", args.guest, "--cmdline", "job=memfill mib=8 hold=60",
                              "--memory", "64M", "--console", "none", "--disk", "scratch=16M", "--name", "openapi",
                              "--api-sock", sock, "--timeout", "120"], stderr=subprocess.PIPE)
+    # A check that throws must not leave the VM running.
+    atexit.register(lambda: kiln.poll() is None and kiln.kill())
     deadline = time.time() + 20
     while not os.path.exists(sock) and time.time() < deadline:
         time.sleep(0.02)
@@ -221,4 +232,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # main() removes its temporary directory itself
