@@ -184,26 +184,39 @@ Result<ConsoleConfig> parse_console(const std::string& v) {
     return fail("--console: '{}' is not stdout, file:PATH or none", v);
 }
 
+// A "--flag=value" or "--flag [value]" argument: its name, and the value when inline.
+struct Flag {
+    std::string name;
+    std::optional<std::string> inline_value;
+};
+
+Flag split_flag(const std::string& arg) {
+    if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string::npos)
+        return {arg.substr(0, eq), arg.substr(eq + 1)};
+    return {arg, std::nullopt};
+}
+
+// The flag's value: inline, or the next argument (then `i` moves past it). The error
+// names the command: "{command}: --size needs a value{hint}".
+Result<std::string> flag_value(const Flag& f, const std::vector<std::string>& args, size_t& i,
+                               std::string_view command, std::string_view hint) {
+    if (f.inline_value) return *f.inline_value;
+    if (i + 1 >= args.size()) return fail("{}: {} needs a value{}", command, f.name, hint);
+    return args[++i];
+}
+
 Result<Command> parse_run(const std::vector<std::string>& args) {
     RunCommand run;
     MachineConfig& cfg = run.config;
     for (size_t i = 0; i < args.size(); ++i) {
-        std::string flag = args[i];
-        std::optional<std::string> inline_value;
-        if (flag == "-h" || flag == "--help") return ShowHelp{run_help()};
-        if (!flag.starts_with("--"))
-            return fail("run: unexpected argument '{}' (see 'kiln run --help')", flag);
-        if (auto eq = flag.find('='); eq != std::string::npos) {
-            inline_value = flag.substr(eq + 1);
-            flag = flag.substr(0, eq);
-        }
-        auto value = [&]() -> Result<std::string> {
-            if (inline_value) return *inline_value;
-            if (i + 1 >= args.size()) return fail("run: {} needs a value (see 'kiln run --help')", flag);
-            return args[++i];
-        };
+        if (args[i] == "-h" || args[i] == "--help") return ShowHelp{run_help()};
+        if (!args[i].starts_with("--"))
+            return fail("run: unexpected argument '{}' (see 'kiln run --help')", args[i]);
+        const Flag f = split_flag(args[i]);
+        const std::string& flag = f.name;
+        auto value = [&] { return flag_value(f, args, i, "run", " (see 'kiln run --help')"); };
         if (flag == "--dtb") { // the one flag without a value
-            if (inline_value) return fail("--dtb takes no value");
+            if (f.inline_value) return fail("--dtb takes no value");
             cfg.dtb = true;
         } else if (flag == "--kernel") {
             cfg.kernel_path = KILN_TRY(value());
@@ -289,16 +302,9 @@ Result<Command> parse_disk(const std::vector<std::string>& args) {
             spec.path = flag;
             continue;
         }
-        std::optional<std::string> inline_value;
-        if (auto eq = flag.find('='); eq != std::string::npos) {
-            inline_value = flag.substr(eq + 1);
-            flag = flag.substr(0, eq);
-        }
-        auto value = [&]() -> Result<std::string> {
-            if (inline_value) return *inline_value;
-            if (i + 1 >= args.size()) return fail("disk create: {} needs a value", flag);
-            return args[++i];
-        };
+        const Flag f = split_flag(flag);
+        auto value = [&] { return flag_value(f, args, i, "disk create", ""); };
+        flag = f.name;
         if (flag == "--backing") {
             spec.backing = KILN_TRY(value());
             if (spec.backing.empty()) return fail("--backing needs a file name");
@@ -371,19 +377,10 @@ Result<Command> parse_ctl(const std::vector<std::string>& args) {
     CtlCommand cmd;
     std::optional<std::string> action;
     for (size_t i = 0; i < args.size(); ++i) {
-        std::string a = args[i];
-        if (is_help(a)) return ShowHelp{ctl_help()};
-        std::optional<std::string> inline_value;
-        if (a.starts_with("--"))
-            if (auto eq = a.find('='); eq != std::string::npos) {
-                inline_value = a.substr(eq + 1);
-                a = a.substr(0, eq);
-            }
-        auto value = [&]() -> Result<std::string> {
-            if (inline_value) return *inline_value;
-            if (i + 1 >= args.size()) return fail("ctl: {} needs a value (see 'kiln help ctl')", a);
-            return args[++i];
-        };
+        if (is_help(args[i])) return ShowHelp{ctl_help()};
+        const Flag f = split_flag(args[i]);
+        const std::string& a = f.name;
+        auto value = [&] { return flag_value(f, args, i, "ctl", " (see 'kiln help ctl')"); };
         if (a == "--api-sock") {
             cmd.api_sock = KILN_TRY(value());
             if (cmd.api_sock.empty()) return fail("ctl: --api-sock needs a path");
