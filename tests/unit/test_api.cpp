@@ -42,6 +42,7 @@ public:
         s.disks.push_back({"virtio-blk0", "raw 'a\"b'", 1, 4096, 2, 8192, 1, 0, 0});
         return s;
     }
+    double uptime_seconds() const override { return 1.5; }
     const MachineConfig& config() const override { return cfg; }
     Result<void> pause() override { calls.push_back("pause"); st = MachineState::Paused; return {}; }
     Result<void> resume() override { calls.push_back("resume"); st = MachineState::Running; return {}; }

@@ -26,10 +26,6 @@ HttpResponse method_not_allowed(std::string_view allow) {
     return r;
 }
 
-std::string vm_name(const MachineConfig& cfg) {
-    return cfg.name.empty() ? fmt::format("kiln-{}", ::getpid()) : cfg.name;
-}
-
 // PUT /vm/state: the state asked for, checked before anything reaches the VM.
 HttpResponse put_state(VmControl& vm, const HttpRequest& req) {
     // The body is parsed as JSON whatever Content-Type says: `curl -d` sends
@@ -113,10 +109,10 @@ json config_to_json(const MachineConfig& cfg) {
 
 json vm_info(const VmControl& vm) {
     const MachineState state = vm.state();
-    json j{{"name", vm_name(vm.config())},
+    json j{{"name", vm.config().vm_name()},
            {"pid", ::getpid()},
            {"state", std::string(to_string(state))},
-           {"uptime_seconds", vm.stats().uptime_seconds},
+           {"uptime_seconds", vm.uptime_seconds()},
            {"config", config_to_json(vm.config())}};
     if (const auto e = vm.exit()) j["exit"] = *e;
     return j;
@@ -142,7 +138,7 @@ HttpResponse handle_request(VmControl& vm, const HttpRequest& req) {
         if (!get) return method_not_allowed("GET");
         HttpResponse r;
         r.content_type = kPrometheusContentType;
-        r.body = to_prometheus(vm.stats(), vm.state(), vm_name(vm.config()));
+        r.body = to_prometheus(vm.stats(), vm.state(), vm.config().vm_name());
         return r;
     }
     return error_response(404, fmt::format("no resource '{}' (see docs/api/openapi.yaml)", p));

@@ -7,6 +7,7 @@ namespace kiln::api {
 MachineState MachineControl::state() const { return m_.state(); }
 std::optional<VmExit> MachineControl::exit() const { return m_.exit(); }
 MachineStats MachineControl::stats() const { return m_.stats(); }
+double MachineControl::uptime_seconds() const { return m_.uptime_seconds(); }
 const MachineConfig& MachineControl::config() const { return m_.config(); }
 Result<void> MachineControl::pause() { return m_.pause(); }
 Result<void> MachineControl::resume() { return m_.resume(); }

@@ -23,6 +23,7 @@ public:
     [[nodiscard]] virtual MachineState state() const = 0;
     [[nodiscard]] virtual std::optional<VmExit> exit() const = 0;
     [[nodiscard]] virtual MachineStats stats() const = 0;
+    [[nodiscard]] virtual double uptime_seconds() const = 0;
     [[nodiscard]] virtual const MachineConfig& config() const = 0;
     [[nodiscard]] virtual Result<void> pause() = 0;
     [[nodiscard]] virtual Result<void> resume() = 0;
@@ -38,6 +39,7 @@ public:
     [[nodiscard]] MachineState state() const override;
     [[nodiscard]] std::optional<VmExit> exit() const override;
     [[nodiscard]] MachineStats stats() const override;
+    [[nodiscard]] double uptime_seconds() const override;
     [[nodiscard]] const MachineConfig& config() const override;
     [[nodiscard]] Result<void> pause() override;
     [[nodiscard]] Result<void> resume() override;

@@ -1,5 +1,7 @@
 #include "vmm/machine/config.hpp"
 
+#include <unistd.h>
+
 #include "firmware/platform.hpp"
 #include "vmm/base/regex.hpp"
 
@@ -7,6 +9,10 @@
 #include <charconv>
 
 namespace kiln {
+
+std::string MachineConfig::vm_name() const {
+    return name.empty() ? fmt::format("kiln-{}", ::getpid()) : name;
+}
 
 Result<void> MachineConfig::validate() const {
     if (kernel_path.empty()) return fail("no kernel given (--kernel FILE)");

@@ -65,6 +65,9 @@ struct MachineConfig {
     // --stats-json FILE: the run's statistics (run_stats.hpp) written there at the end.
     std::string stats_json_path;
 
+    // The name logs, MACs and the control API use: `name`, or "kiln-PID".
+    [[nodiscard]] std::string vm_name() const;
+
     // Checks what can be checked without the host: sizes, counts, regex syntax.
     [[nodiscard]] Result<void> validate() const;
 };

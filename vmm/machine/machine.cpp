@@ -212,7 +212,7 @@ Result<void> Machine::build() {
 }
 
 Result<void> Machine::add_nics(std::vector<net::Tap> taps) {
-    const std::string vm = cfg_.name.empty() ? fmt::format("kiln-{}", ::getpid()) : cfg_.name;
+    const std::string vm = cfg_.vm_name();
     for (size_t i = 0; i < taps.size(); ++i) {
         const auto& spec = cfg_.nets[i];
         const auto mac = spec.mac.value_or(net::MacAddress::for_vm(fmt::format("{}/net{}", vm, i)));

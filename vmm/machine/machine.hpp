@@ -99,6 +99,9 @@ public:
     // vCPU congestion, KVM counters and memory figures, sampled now (run_stats.hpp).
     // Callable from any thread, during the run and after it.
     [[nodiscard]] MachineStats stats() const;
+    // Seconds since the vCPUs started (frozen once the VM ended; 0 before): cheap, unlike
+    // stats(), which reads procfs and every vCPU's KVM counters.
+    [[nodiscard]] double uptime_seconds() const;
 
 private:
     explicit Machine(MachineConfig cfg);
@@ -106,7 +109,6 @@ private:
     [[nodiscard]] Result<void> setup_input();
     void on_vm_end();
     [[nodiscard]] Result<VmExit> run_once();
-    [[nodiscard]] double uptime_seconds() const;
     [[nodiscard]] std::function<void(const std::string&)> device_error_sink();
     void publish(MachineEvent::Kind kind, std::optional<VmExit> exit = std::nullopt, std::string message = {});
     [[nodiscard]] Result<void> write_stats_json() const;
