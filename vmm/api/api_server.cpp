@@ -139,8 +139,7 @@ void ApiServer::on_event(const MachineEvent& e) {
     std::string line = nlohmann::json(e).dump() + "\n";
     {
         std::lock_guard lk(events_mu_);
-        pending_events_.push_back(std::move(line));
-        if (e.kind == MachineEvent::Kind::GuestExited) pending_events_.push_back({}); // end of the streams
+        pending_events_.push_back({std::move(line), e.kind == MachineEvent::Kind::GuestExited});
     }
     wake_.signal();
 }
@@ -299,7 +298,7 @@ void ApiServer::start_stream(Connection& c) {
     c.in.clear();
     streams_.fetch_add(1, std::memory_order_acq_rel);
     c.out += serialize_stream_head(200, "application/x-ndjson");
-    if (vm_ended_) {
+    if (!last_exit_line_.empty()) {
         // The VM is gone: its last word, then the end of the stream.
         c.out += chunk(last_exit_line_);
         c.out += chunk("");
@@ -308,15 +307,13 @@ void ApiServer::start_stream(Connection& c) {
 }
 
 void ApiServer::publish_pending() {
-    std::deque<std::string> lines;
+    std::deque<PendingEvent> events;
     {
         std::lock_guard lk(events_mu_);
-        lines.swap(pending_events_);
+        events.swap(pending_events_);
     }
-    for (auto& line : lines) {
-        const bool end = line.empty();
-        if (!end && line.find("\"guest-exited\"") != std::string::npos) last_exit_line_ = line;
-        if (end) vm_ended_ = true;
+    for (const auto& [line, end] : events) {
+        if (end) last_exit_line_ = line;
         std::vector<uint64_t> ids;
         for (auto& [id, c] : *conns_)
             if (c->stream && !c->closing) ids.push_back(id);
@@ -324,14 +321,17 @@ void ApiServer::publish_pending() {
             auto it = conns_->find(id);
             if (it == conns_->end()) continue;
             Connection& c = *it->second;
-            c.out += chunk(line); // the empty line is the last chunk
-            if (end) c.closing = true;
+            c.out += chunk(line);
+            if (end) {
+                c.out += chunk(""); // the last chunk: the stream ends with the VM
+                c.closing = true;
+            }
             if (c.out.size() > limits_.max_stream_backlog) {
                 spdlog::warn("api: an event reader fell {} bytes behind; disconnected", c.out.size());
                 close(id);
                 continue;
             }
-            if (flush(c)) update_interest(c);
+            flush(c); // sets what epoll watches
         }
     }
 }

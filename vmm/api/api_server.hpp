@@ -98,9 +98,14 @@ private:
     uint64_t next_id_ = 2; // 0: the listener, 1: the wake eventfd
     std::atomic<size_t> streams_{0};
     std::mutex events_mu_;
-    std::deque<std::string> pending_events_; // JSON lines from the VM's threads
-    bool vm_ended_ = false;                  // guest-exited has been published (server thread)
-    std::string last_exit_line_;             // that line, for streams opened afterwards
+    struct PendingEvent {
+        std::string line; // one JSON line
+        bool last;        // guest-exited: the streams end after it
+    };
+    std::deque<PendingEvent> pending_events_; // from the VM's threads
+    // The guest-exited line once published (server thread), for streams opened after
+    // it; empty while the VM runs.
+    std::string last_exit_line_;
     std::atomic<bool> stopping_{false};
     std::thread thread_;
     Subscription subscription_; // last: unsubscribed first, before the rest goes
