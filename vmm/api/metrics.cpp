@@ -47,6 +47,28 @@ std::string metric_safe(std::string_view s) {
     return out;
 }
 
+// A device's counter: its metric name, HELP text and field.
+template <class Item>
+struct CounterField {
+    const char* name;
+    const char* help;
+    uint64_t Item::*field;
+};
+
+// One counter family per field, one sample per item (a disk, a NIC) labelled by
+// `labels(item)`; nothing when there are no items.
+template <class Item, size_t N, class Labels>
+void counter_families(std::string& out, const CounterField<Item> (&fields)[N], const std::vector<Item>& items,
+                      Labels labels) {
+    if (items.empty()) return;
+    std::vector<std::string> item_labels;
+    for (const auto& item : items) item_labels.push_back(labels(item));
+    for (const auto& field : fields) {
+        Family f(out, field.name, "counter", field.help);
+        for (size_t i = 0; i < items.size(); ++i) f.sample(item_labels[i], items[i].*field.field);
+    }
+}
+
 } // namespace
 
 std::string to_prometheus(const MachineStats& s, MachineState state, std::string_view vm_name) {
@@ -99,12 +121,7 @@ std::string to_prometheus(const MachineStats& s, MachineState state, std::string
         Family(out, "kiln_memory_ksm_merging_pages", "gauge", "Pages of this process merged by KSM.")
             .sample(vm, *s.memory.ksm_merging_pages);
 
-    struct DiskField {
-        const char* name;
-        const char* help;
-        uint64_t DiskStats::*field;
-    };
-    static constexpr DiskField disk_fields[] = {
+    static constexpr CounterField<DiskStats> disk_fields[] = {
         {"kiln_disk_read_requests_total", "Completed read requests.", &DiskStats::read_requests},
         {"kiln_disk_read_bytes_total", "Bytes read by the guest.", &DiskStats::read_bytes},
         {"kiln_disk_write_requests_total", "Completed write requests.", &DiskStats::write_requests},
@@ -114,17 +131,9 @@ std::string to_prometheus(const MachineStats& s, MachineState state, std::string
          &DiskStats::discard_requests},
         {"kiln_disk_errors_total", "Requests completed with an error status, or malformed.", &DiskStats::errors},
     };
-    if (!s.disks.empty())
-        for (const auto& d : disk_fields) {
-            Family f(out, d.name, "counter", d.help);
-            for (const auto& disk : s.disks) f.sample(fmt::format("{},disk=\"{}\"", vm, escape_label(disk.name)), disk.*d.field);
-        }
-    struct NicField {
-        const char* name;
-        const char* help;
-        uint64_t NicStats::*field;
-    };
-    static constexpr NicField nic_fields[] = {
+    counter_families(out, disk_fields, s.disks,
+                     [&](const DiskStats& d) { return fmt::format("{},disk=\"{}\"", vm, escape_label(d.name)); });
+    static constexpr CounterField<NicStats> nic_fields[] = {
         {"kiln_net_rx_packets_total", "Frames delivered to the guest.", &NicStats::rx_packets},
         {"kiln_net_rx_bytes_total", "Bytes delivered to the guest.", &NicStats::rx_bytes},
         {"kiln_net_rx_dropped_total", "Frames dropped: too large for the guest's buffers.", &NicStats::rx_dropped},
@@ -132,13 +141,9 @@ std::string to_prometheus(const MachineStats& s, MachineState state, std::string
         {"kiln_net_tx_bytes_total", "Bytes sent by the guest.", &NicStats::tx_bytes},
         {"kiln_net_tx_errors_total", "Malformed chains, or frames the TAP refused.", &NicStats::tx_errors},
     };
-    if (!s.nics.empty())
-        for (const auto& n : nic_fields) {
-            Family f(out, n.name, "counter", n.help);
-            for (const auto& nic : s.nics)
-                f.sample(fmt::format("{},nic=\"{}\",tap=\"{}\"", vm, escape_label(nic.name), escape_label(nic.tap)),
-                         nic.*n.field);
-        }
+    counter_families(out, nic_fields, s.nics, [&](const NicStats& n) {
+        return fmt::format("{},nic=\"{}\",tap=\"{}\"", vm, escape_label(n.name), escape_label(n.tap));
+    });
     return out;
 }
 
