@@ -14,9 +14,17 @@ namespace {
 
 constexpr int kOk = 0, kRefused = 1, kNoVm = 2, kBadUsage = 125;
 
-int report(std::string_view action, const Error& e) {
-    std::fprintf(stderr, "kiln ctl: %.*s: %s\n", static_cast<int>(action.size()), action.data(), e.message().c_str());
-    return kBadUsage;
+// One line on stderr, "kiln ctl: ACTION: WHAT", and the exit status to return.
+int complain(std::string_view action, std::string_view what, int status) {
+    std::fputs(fmt::format("kiln ctl: {}: {}\n", action, what).c_str(), stderr);
+    return status;
+}
+
+int report(std::string_view action, const Error& e) { return complain(action, e.message(), kBadUsage); }
+
+// An error answer from the API: the VM (or its server) refused.
+int refused(std::string_view action, std::string_view why, int http_status) {
+    return complain(action, fmt::format("{} (HTTP {})", why, http_status), kRefused);
 }
 
 // The message of an API error body, or the body itself.
@@ -33,10 +41,7 @@ int print_reply(std::string_view action, const api::HttpReply& r) {
         if (!r.body.empty() && r.body.back() != '\n') std::fputc('\n', stdout);
         return kOk;
     }
-    const std::string why = error_text(r.body);
-    std::fprintf(stderr, "kiln ctl: %.*s: %s (HTTP %d)\n", static_cast<int>(action.size()), action.data(), why.c_str(),
-                 r.status);
-    return kRefused;
+    return refused(action, error_text(r.body), r.status);
 }
 
 
@@ -126,16 +131,9 @@ int run_ctl(const CtlCommand& cmd) {
     case A::Wait: {
         auto f = follow_events(cmd.api_sock, cmd.action == A::Events);
         if (!f) return report(action, f.error());
-        if (f->http_status != 200) {
-            std::fprintf(stderr, "kiln ctl: %.*s: %s (HTTP %d)\n", static_cast<int>(action.size()), action.data(),
-                         f->error.c_str(), f->http_status);
-            return kRefused;
-        }
-        if (!f->exit_status) {
-            std::fprintf(stderr, "kiln ctl: %.*s: the stream ended without the VM's exit (its process is gone)\n",
-                         static_cast<int>(action.size()), action.data());
-            return kBadUsage;
-        }
+        if (f->http_status != 200) return refused(action, f->error, f->http_status);
+        if (!f->exit_status)
+            return complain(action, "the stream ended without the VM's exit (its process is gone)", kBadUsage);
         return cmd.action == A::Events ? kOk : *f->exit_status;
     }
     }
