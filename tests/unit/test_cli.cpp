@@ -253,3 +253,38 @@ TEST_CASE("cli: placement and memory flags of issue 5") {
               .find("KSM does not merge hugetlb pages") != std::string::npos);
     CHECK(error_of({"run", "--kernel", "k", "--stats-json", ""}) == "--stats-json needs a file name");
 }
+
+TEST_CASE("cli: --api-sock and kiln ctl, and their errors") {
+    auto r = parse_run({"--kernel", "k", "--api-sock=/run/vm1.sock"});
+    REQUIRE(r);
+    CHECK(r->api_sock == "/run/vm1.sock");
+    CHECK(error_of({"run", "--kernel", "k", "--api-sock", ""}) == "--api-sock needs a path");
+    CHECK(error_of({"run", "--kernel", "k", "--api-sock"}) == "run: --api-sock needs a value (see 'kiln run --help')");
+
+    auto c = parse({"ctl", "--api-sock", "/s", "stop", "--grace=2.5", "--no-wait"});
+    REQUIRE(c);
+    REQUIRE(std::holds_alternative<cli::CtlCommand>(*c));
+    const auto& ctl = std::get<cli::CtlCommand>(*c);
+    CHECK(ctl.api_sock == "/s");
+    CHECK(ctl.action == cli::CtlCommand::Action::Stop);
+    CHECK(ctl.grace_seconds == doctest::Approx(2.5));
+    CHECK_FALSE(ctl.wait);
+    auto w = parse({"ctl", "wait", "--api-sock=/s"});
+    REQUIRE(w);
+    CHECK(std::get<cli::CtlCommand>(*w).action == cli::CtlCommand::Action::Wait);
+    CHECK(std::holds_alternative<cli::ShowHelp>(*parse({"ctl", "--help"})));
+    CHECK(std::holds_alternative<cli::ShowHelp>(*parse({"help", "ctl"})));
+
+    CHECK(error_of({"ctl", "status"}) == "ctl: no socket given: use --api-sock PATH (see 'kiln help ctl')");
+    CHECK(error_of({"ctl", "--api-sock"}) == "ctl: --api-sock needs a value (see 'kiln help ctl')");
+    CHECK(error_of({"ctl", "--api-sock", "/s"}).starts_with("ctl: no action given"));
+    CHECK(error_of({"ctl", "--api-sock", "/s", "explode"}).starts_with("ctl: unknown action 'explode'"));
+    CHECK(error_of({"ctl", "--api-sock", "/s", "pause", "resume"}) == "ctl: one action, not 'pause' and 'resume'");
+    CHECK(error_of({"ctl", "--api-sock", "/s", "--bogus", "status"}) ==
+          "ctl: unknown flag '--bogus' (see 'kiln help ctl')");
+    for (const char* g : {"abc", "-1", "3601", "nan", "1x"})
+        CHECK(error_of({"ctl", "--api-sock", "/s", "stop", "--grace", g}) ==
+              fmt::format("ctl: --grace: '{}' is not a number of seconds from 0 to 3600", g));
+    CHECK(error_of({"ctl", "--api-sock", "/s", "pause", "--grace", "1"}) == "ctl: --grace applies to stop only");
+    CHECK(error_of({"ctl", "--api-sock", "/s", "status", "--no-wait"}) == "ctl: --no-wait applies to stop and kill only");
+}
