@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <liburing.h>
+#include <sys/mman.h>
 #include <spdlog/spdlog.h>
 
 #include "devices/virtio/net_spec.hpp"
@@ -43,7 +44,11 @@ constexpr uint32_t kMaxRxSegments = 256;
 constexpr uint64_t kTagPoll = 1ULL << 63;
 constexpr uint64_t kTagRxKick = kTagPoll | 1, kTagTxKick = kTagPoll | 2, kTagCtrlKick = kTagPoll | 3,
                    kTagStop = kTagPoll | 4, kTagWake = kTagPoll | 5, kTagCancel = kTagPoll | 6,
-                   kTagTapReadable = kTagPoll | 7;
+                   kTagTapReadable = kTagPoll | 7, kTagReadMultishot = kTagPoll | 8;
+// IORING_OP_READ_MULTISHOT (Linux 6.7), newer than Debian 12's headers: one armed read
+// that takes a buffer from a provided-buffer ring for every frame, until the ring is empty.
+constexpr uint8_t kOpReadMultishot = 49;
+constexpr uint16_t kRxBufferGroup = 0;
 constexpr uint64_t kTagRead = 1ULL << 62;  // | bounce buffer index
 constexpr uint64_t kTagWrite = 1ULL << 61; // | TX slot index
 
@@ -81,9 +86,9 @@ public:
 
     // `rx_buffer`: the largest frame the TAP will hand over, header included.
     NetQueuePair(VirtioNet& dev, uint16_t index, int tap_fd, Queues q, bool mrg_rxbuf, uint32_t rx_buffer,
-                 Interrupt& irq, NetCounters& counters, std::optional<cpu_set_t> cpus)
+                 Interrupt& irq, NetCounters& counters, std::optional<cpu_set_t> cpus, bool try_multishot)
         : dev_(dev), index_(index), tap_fd_(tap_fd), q_(q), mrg_rxbuf_(mrg_rxbuf), rx_buffer_size_(rx_buffer),
-          irq_(irq), counters_(counters), cpus_(cpus) {}
+          irq_(irq), counters_(counters), cpus_(cpus), try_multishot_(try_multishot) {}
     ~NetQueuePair() {
         stop();
         if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -139,6 +144,7 @@ private:
         if (rc == -EINVAL) rc = io_uring_queue_init(entries, &ring_, 0);
         if (rc < 0) return fail_errno("io_uring_queue_init", -rc);
         ring_ready_ = true;
+        if (q_.rx && try_multishot_) setup_multishot_reads();
         return {};
     }
 
@@ -160,6 +166,9 @@ private:
     void on_cqe(const io_uring_cqe& cqe);
     void rearm_kick(const io_uring_cqe& cqe, int fd, uint64_t tag);
     void issue_reads();
+    void setup_multishot_reads();
+    void give_back(uint32_t index);
+    void on_multishot_read(const io_uring_cqe& cqe);
     void deliver_rx();
     [[nodiscard]] bool deliver_frame(const RxBuffer& b);
     void serve_tx();
@@ -179,12 +188,28 @@ private:
     Interrupt& irq_;
     NetCounters& counters_;
     std::optional<cpu_set_t> cpus_;
+    bool try_multishot_;
     std::atomic<bool> enabled_{true};
     std::optional<EventFd> stop_fd_, wake_fd_;
     io_uring ring_{};
     bool ring_ready_ = false;
     bool stopping_ = false, broken_ = false;
     std::unique_ptr<RxBuffer[]> rx_buffers_;
+    // The provided-buffer ring for the multishot read (rx_multishot_): the bounce
+    // buffers the kernel may fill, handed back as frames are delivered or dropped.
+    struct BufRingMapping {
+        void* addr = nullptr;
+        size_t bytes = 0;
+        ~BufRingMapping() {
+            if (addr) ::munmap(addr, bytes);
+        }
+    } buf_ring_;
+    bool rx_multishot_ = false;     // reads go through one multishot read
+    bool rx_multishot_armed_ = false;
+    bool rx_multishot_cancelled_ = false;
+    bool rx_seen_multishot_ = false; // a frame came through it: the kernel has the op
+    uint32_t buf_ring_count_ = 0;   // bounce buffers in the ring, free for the kernel
+    uint32_t buf_ring_returned_ = 0; // added since the last advance
     // Bounce buffers holding frames, in arrival order: a fixed ring (no allocation).
     std::array<uint32_t, kRxReads> rx_ready_{};
     uint32_t rx_ready_head_ = 0, rx_ready_count_ = 0;
@@ -212,7 +237,8 @@ void NetQueuePair::run() {
     if (q_.rx) arm_poll(q_.rx_kick, kTagRxKick);
     if (q_.tx) arm_poll(q_.tx_kick, kTagTxKick);
     if (q_.ctrl) arm_poll(q_.ctrl_kick, kTagCtrlKick);
-    if (q_.rx) arm_poll(tap_fd_, kTagTapReadable);
+    // The multishot read waits for frames itself; the TAP's poll serves single reads.
+    if (q_.rx && !rx_multishot_) arm_poll(tap_fd_, kTagTapReadable);
     for (;;) {
         reap();
         if (!stopping_ && !broken_) {
@@ -299,6 +325,7 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
         tap_readable_ = cqe.res > 0 && !(cqe.res & (POLLERR | POLLHUP | POLLNVAL));
         if (!(cqe.flags & IORING_CQE_F_MORE)) arm_poll(tap_fd_, kTagTapReadable);
         return;
+    case kTagReadMultishot: on_multishot_read(cqe); return;
     default: break;
     }
     if (tag & kTagRead) {
@@ -329,8 +356,84 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
     }
 }
 
-// While the TAP has frames, reads them into every free bounce buffer, one submission
-// for all. A read that finds the TAP empty does not fail with EAGAIN although the fd
+// Frames come in through one multishot read (Linux 6.7+) when the kernel has it: one
+// armed request takes a bounce buffer from a provided-buffer ring for each frame, with
+// no request per frame and none parked on the TAP's wait queue. Single reads, below,
+// on older kernels. A ring that cannot be registered leaves the single reads.
+void NetQueuePair::setup_multishot_reads() {
+    const size_t bytes = kRxReads * sizeof(io_uring_buf);
+    void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return;
+    buf_ring_.addr = mem;
+    buf_ring_.bytes = bytes;
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(mem);
+    reg.ring_entries = kRxReads;
+    reg.bgid = kRxBufferGroup;
+    if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) return;
+    io_uring_buf_ring_init(static_cast<io_uring_buf_ring*>(mem));
+    rx_multishot_ = true;
+    for (uint32_t i = 0; i < kRxReads; ++i) give_back(i);
+}
+
+// A bounce buffer is free again: for the multishot read, back into the kernel's ring
+// (published at once: the read may be waiting for it).
+void NetQueuePair::give_back(uint32_t index) {
+    rx_buffers_[index].held = false;
+    if (!rx_multishot_) return;
+    auto* br = static_cast<io_uring_buf_ring*>(buf_ring_.addr);
+    io_uring_buf_ring_add(br, rx_buffers_[index].data.get(), rx_buffer_size_, static_cast<uint16_t>(index),
+                          io_uring_buf_ring_mask(kRxReads), 0);
+    io_uring_buf_ring_advance(br, 1);
+    ++buf_ring_count_;
+}
+
+void NetQueuePair::on_multishot_read(const io_uring_cqe& cqe) {
+    if (!(cqe.flags & IORING_CQE_F_MORE)) {
+        rx_multishot_armed_ = false;
+        --reads_in_flight_;
+    }
+    if (cqe.flags & IORING_CQE_F_BUFFER) {
+        const uint32_t i = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
+        if (i >= kRxReads) return; // not ours: cannot happen with one group of kRxReads
+        --buf_ring_count_;
+        rx_seen_multishot_ = true;
+        if (cqe.res >= static_cast<int>(rx_buffer_size_)) {
+            // Filled to the brim: a frame larger than the MTU the guest was told.
+            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+            give_back(i);
+        } else if (cqe.res > static_cast<int>(kHdrSize)) {
+            RxBuffer& b = rx_buffers_[i];
+            b.len = static_cast<uint32_t>(cqe.res);
+            b.held = true;
+            rx_ready_[(rx_ready_head_ + rx_ready_count_++) % kRxReads] = i;
+        } else {
+            give_back(i); // a runt: not even a virtio-net header
+        }
+        return;
+    }
+    if (cqe.res == -EINVAL && !rx_seen_multishot_) {
+        // A kernel without IORING_OP_READ_MULTISHOT: single reads from now on.
+        spdlog::debug("virtio-net queue pair {}: no multishot reads here, single reads", index_);
+        (void)io_uring_unregister_buf_ring(&ring_, kRxBufferGroup);
+        rx_multishot_ = false;
+        arm_poll(tap_fd_, kTagTapReadable);
+        return;
+    }
+    if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED && cqe.res != -EINTR && cqe.res != -EAGAIN) {
+        // The TAP went away or this queue was detached: no more reads until the poll
+        // says it is readable again (a detached queue never is).
+        tap_readable_ = false;
+        arm_poll(tap_fd_, kTagTapReadable);
+        spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
+    }
+    // -ENOBUFS: every bounce buffer holds a frame; issue_reads() arms the read again
+    // once enough are back.
+}
+
+// Single reads (kernels without IORING_OP_READ_MULTISHOT): while the TAP has frames,
+// reads them into every free bounce buffer, one submission for all. A read that finds
+// the TAP empty does not fail with EAGAIN although the fd
 // is non-blocking: io_uring parks it on the TAP's poll queue and it completes with a
 // later frame (so stopping cancels them). Tried: RWF_NOWAIT, which makes such a read
 // fail at once and leaves the waiting to the TAP's multishot poll alone; with a sender
@@ -338,6 +441,33 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
 // of 4), so reads stay parked. Nothing is read while a frame waits for guest buffers:
 // the TAP's own (bounded) queue holds the rest.
 void NetQueuePair::issue_reads() {
+    if (rx_multishot_) {
+        const bool enabled = enabled_.load(std::memory_order_acquire);
+        if (rx_multishot_armed_) {
+            // A pair the driver stopped using reads nothing more (its frames would only
+            // be dropped): cancel the read; it is armed again once the pair is enabled.
+            if (!enabled && !rx_multishot_cancelled_ && !stopping_) {
+                io_uring_sqe* sqe = next_sqe();
+                io_uring_prep_cancel64(sqe, kTagReadMultishot, 0);
+                io_uring_sqe_set_data64(sqe, kTagCancel);
+                rx_multishot_cancelled_ = true;
+            }
+            return;
+        }
+        // Armed again only with half the buffers back: a guest short of RX buffers
+        // holds frames (and so bounce buffers), and re-arming for every buffer it
+        // frees would take one frame per submission.
+        if (!q_.rx || stopping_ || !tap_readable_ || !enabled || buf_ring_count_ < kRxReads / 2) return;
+        io_uring_sqe* sqe = next_sqe();
+        io_uring_prep_rw(kOpReadMultishot, sqe, tap_fd_, nullptr, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = kRxBufferGroup;
+        io_uring_sqe_set_data64(sqe, kTagReadMultishot);
+        rx_multishot_armed_ = true;
+        rx_multishot_cancelled_ = false;
+        ++reads_in_flight_;
+        return;
+    }
     if (!q_.rx || stopping_ || rx_starved_ || !tap_readable_ || reads_in_flight_ > 0 ||
         !enabled_.load(std::memory_order_acquire))
         return;
@@ -357,7 +487,7 @@ void NetQueuePair::deliver_rx() {
         // The driver no longer uses this pair (VQ_PAIRS_SET): held frames are dropped,
         // not delivered to queues it stopped watching.
         for (; rx_ready_count_ != 0; --rx_ready_count_, rx_ready_head_ = (rx_ready_head_ + 1) % kRxReads) {
-            rx_buffers_[rx_ready_[rx_ready_head_]].held = false;
+            give_back(rx_ready_[rx_ready_head_]);
             counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
         }
         rx_starved_ = false;
@@ -369,7 +499,7 @@ void NetQueuePair::deliver_rx() {
             rx_starved_ = true; // waits for the guest's next RX kick
             return;
         }
-        b.held = false;
+        give_back(rx_ready_[rx_ready_head_]);
         rx_ready_head_ = (rx_ready_head_ + 1) % kRxReads;
         --rx_ready_count_;
     }
@@ -682,7 +812,7 @@ Result<void> VirtioNet::start_pairs(const GuestMemory&, uint64_t features, std::
             q.ctrl_kick = binding(ctrl_index).kick_fd;
         }
         auto w = std::make_unique<NetQueuePair>(*this, p, tap_.fd(p), q, mrg, rx_buffer, irq, counters_,
-                                                options_.worker_cpus);
+                                                options_.worker_cpus, options_.rx_multishot);
         const std::string prefix = options_.name.starts_with("virtio-") ? options_.name.substr(7) : options_.name;
         KILN_TRY_CTX(w->start(fmt::format("{}-q{}", prefix, p), p == 0), "{} queue pair {}", options_.name, p);
         workers_.push_back(std::move(w));

@@ -50,6 +50,9 @@ public:
         // Where the workers run (they start from a vCPU thread at DRIVER_OK and would
         // otherwise inherit its pinning).
         std::optional<cpu_set_t> worker_cpus;
+        // Frames from the TAP through one multishot read where the kernel has it
+        // (6.7+); false: single reads, the path of older kernels (kept testable).
+        bool rx_multishot = true;
     };
     // One queue pair per TAP queue fd.
     [[nodiscard]] static Result<std::unique_ptr<VirtioNet>> create(net::Tap tap, Options options);

@@ -151,13 +151,14 @@ struct Rig {
     std::string ifname;
     net::MacAddress mac = net::MacAddress::for_vm("unit");
 
-    static std::unique_ptr<Rig> make(std::vector<std::string>& f, uint16_t pairs, const char* name) {
+    static std::unique_ptr<Rig> make(std::vector<std::string>& f, uint16_t pairs, const char* name,
+                                     bool multishot = true) {
         auto r = std::make_unique<Rig>();
         auto tap = net::Tap::open({"", pairs, ""});
         EXPECT(tap.has_value());
         if (!tap) return nullptr;
         r->ifname = tap->name();
-        auto dev = VirtioNet::create(std::move(*tap), {name, r->mac, 0, std::nullopt});
+        auto dev = VirtioNet::create(std::move(*tap), {name, r->mac, 0, std::nullopt, multishot});
         EXPECT(dev.has_value());
         if (!dev) return nullptr;
         r->dev = std::move(*dev);
@@ -198,9 +199,10 @@ std::string worker_schedstat_run_ns(const std::string& name) {
 
 } // namespace
 
-TEST_CASE("virtio-net: TX reaches the TAP, RX fills (merged) guest buffers, hostile chains do no harm") {
-    test::run_in_netns([](std::vector<std::string>& f) {
-        auto rig = Rig::make(f, 1, "virtio-net0");
+// RX through the multishot read, or single reads (kernels before 6.7).
+static void tx_and_rx(bool multishot) {
+    test::run_in_netns([multishot](std::vector<std::string>& f) {
+        auto rig = Rig::make(f, 1, "virtio-net0", multishot);
         if (!rig) return;
         VirtioNet& net = *rig->dev;
         const GuestMemory& mem = rig->mem;
@@ -296,9 +298,15 @@ TEST_CASE("virtio-net: TX reaches the TAP, RX fills (merged) guest buffers, host
     });
 }
 
-TEST_CASE("virtio-net: with no guest buffers frames wait in the TAP's bounded queue and the worker sleeps") {
-    test::run_in_netns([](std::vector<std::string>& f) {
-        auto rig = Rig::make(f, 1, "virtio-net7");
+TEST_CASE("virtio-net: TX reaches the TAP, RX fills (merged) guest buffers, hostile chains do no harm") {
+    SUBCASE("multishot read") { tx_and_rx(true); }
+    SUBCASE("single reads") { tx_and_rx(false); }
+}
+
+// RX through the multishot read, or single reads (kernels before 6.7).
+static void rx_waits_in_tap(bool multishot) {
+    test::run_in_netns([multishot](std::vector<std::string>& f) {
+        auto rig = Rig::make(f, 1, "virtio-net7", multishot);
         if (!rig) return;
         VirtioNet& net = *rig->dev;
         const GuestMemory& mem = rig->mem;
@@ -342,6 +350,11 @@ TEST_CASE("virtio-net: with no guest buffers frames wait in the TAP's bounded qu
         EXPECT(delivered < 1200); // the TAP holds 500 (TUN_READQ_SIZE) by default, +4 here
         net.reset();
     });
+}
+
+TEST_CASE("virtio-net: with no guest buffers frames wait in the TAP's bounded queue and the worker sleeps") {
+    SUBCASE("multishot read") { rx_waits_in_tap(true); }
+    SUBCASE("single reads") { rx_waits_in_tap(false); }
 }
 
 TEST_CASE("virtio-net: a multi-queue TAP offers MQ with a control queue, and VQ_PAIRS_SET is acknowledged") {
@@ -417,9 +430,10 @@ TEST_CASE("virtio-net: the --net spec: tap=NAME or auto, bridge, mac, queues, mt
     CHECK(err("tap=a,tap=b").find("tap given twice") != std::string::npos);
 }
 
-TEST_CASE("virtio-net: hostile RX buffers: a header split over descriptors, unusable chains mid-frame, too few buffers") {
-    test::run_in_netns([](std::vector<std::string>& f) {
-        auto rig = Rig::make(f, 1, "virtio-net2");
+// RX through the multishot read, or single reads (kernels before 6.7).
+static void hostile_rx(bool multishot) {
+    test::run_in_netns([multishot](std::vector<std::string>& f) {
+        auto rig = Rig::make(f, 1, "virtio-net2", multishot);
         if (!rig) return;
         VirtioNet& net = *rig->dev;
         const GuestMemory& mem = rig->mem;
@@ -490,4 +504,9 @@ TEST_CASE("virtio-net: hostile RX buffers: a header split over descriptors, unus
         net.reset();
         EXPECT(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
     });
+}
+
+TEST_CASE("virtio-net: hostile RX buffers: a header split over descriptors, unusable chains mid-frame, too few buffers") {
+    SUBCASE("multishot read") { hostile_rx(true); }
+    SUBCASE("single reads") { hostile_rx(false); }
 }
