@@ -166,6 +166,13 @@ private:
     void on_cqe(const io_uring_cqe& cqe);
     void rearm_kick(const io_uring_cqe& cqe, int fd, uint64_t tag);
     void issue_reads();
+    // The TAP's readability poll, armed once: single reads wait on it, and the
+    // multishot read after an error until the TAP is readable again.
+    void arm_tap_poll() {
+        if (tap_poll_armed_) return;
+        arm_poll(tap_fd_, kTagTapReadable);
+        tap_poll_armed_ = true;
+    }
     void setup_multishot_reads();
     void give_back(uint32_t index);
     void on_multishot_read(const io_uring_cqe& cqe);
@@ -209,13 +216,13 @@ private:
     bool rx_multishot_cancelled_ = false;
     bool rx_seen_multishot_ = false; // a frame came through it: the kernel has the op
     uint32_t buf_ring_count_ = 0;   // bounce buffers in the ring, free for the kernel
-    uint32_t buf_ring_returned_ = 0; // added since the last advance
     // Bounce buffers holding frames, in arrival order: a fixed ring (no allocation).
     std::array<uint32_t, kRxReads> rx_ready_{};
     uint32_t rx_ready_head_ = 0, rx_ready_count_ = 0;
     uint32_t reads_in_flight_ = 0;
     bool rx_starved_ = false;  // a frame waits for guest buffers
     bool tap_readable_ = true; // the TAP may have frames (until a read says EAGAIN)
+    bool tap_poll_armed_ = false; // the multishot poll on the TAP is in place
     struct {
         uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
     } local_; // this round's counts, added to counters_ in interrupt_if_needed()
@@ -238,7 +245,7 @@ void NetQueuePair::run() {
     if (q_.tx) arm_poll(q_.tx_kick, kTagTxKick);
     if (q_.ctrl) arm_poll(q_.ctrl_kick, kTagCtrlKick);
     // The multishot read waits for frames itself; the TAP's poll serves single reads.
-    if (q_.rx && !rx_multishot_) arm_poll(tap_fd_, kTagTapReadable);
+    if (q_.rx && !rx_multishot_) arm_tap_poll();
     for (;;) {
         reap();
         if (!stopping_ && !broken_) {
@@ -323,7 +330,10 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
     case kTagTapReadable:
         // POLLERR/POLLHUP: the interface is gone; reading would only fail again.
         tap_readable_ = cqe.res > 0 && !(cqe.res & (POLLERR | POLLHUP | POLLNVAL));
-        if (!(cqe.flags & IORING_CQE_F_MORE)) arm_poll(tap_fd_, kTagTapReadable);
+        if (!(cqe.flags & IORING_CQE_F_MORE)) {
+            tap_poll_armed_ = false;
+            arm_tap_poll();
+        }
         return;
     case kTagReadMultishot: on_multishot_read(cqe); return;
     default: break;
@@ -417,14 +427,14 @@ void NetQueuePair::on_multishot_read(const io_uring_cqe& cqe) {
         spdlog::debug("virtio-net queue pair {}: no multishot reads here, single reads", index_);
         (void)io_uring_unregister_buf_ring(&ring_, kRxBufferGroup);
         rx_multishot_ = false;
-        arm_poll(tap_fd_, kTagTapReadable);
+        arm_tap_poll();
         return;
     }
     if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED && cqe.res != -EINTR && cqe.res != -EAGAIN) {
         // The TAP went away or this queue was detached: no more reads until the poll
         // says it is readable again (a detached queue never is).
         tap_readable_ = false;
-        arm_poll(tap_fd_, kTagTapReadable);
+        arm_tap_poll();
         spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
     }
     // -ENOBUFS: every bounce buffer holds a frame; issue_reads() arms the read again

@@ -5,12 +5,14 @@
 // queue fd (IFF_MULTI_QUEUE when there are several pairs). Pair 0's worker also serves
 // the control queue (VIRTIO_NET_CTRL_MQ, which MQ requires).
 //
-// RX: the worker keeps a few reads from the TAP in flight into preallocated bounce
-// buffers (a frame's size is only known once read), then copies each frame into as many
-// guest buffers as it needs (MRG_RXBUF) and sets num_buffers. When the guest has posted
-// too few buffers the frame waits in its bounce buffer and no more reads are issued, so
-// further frames wait in the TAP's own queue, which the kernel bounds (txqueuelen) and
-// drops from: the VMM neither spins nor queues without bound.
+// RX: the worker reads frames from the TAP into 32 preallocated bounce buffers (a
+// frame's size is only known once read; one multishot read on Linux 6.7+, batches of
+// single reads before), then copies each frame into as many guest buffers as it needs
+// (MRG_RXBUF) and sets num_buffers. When the guest has posted too few buffers, frames
+// wait in their bounce buffers; once all 32 hold one (or, with single reads, once the
+// batch is in) nothing more is read, so further frames wait in the TAP's own queue,
+// which the kernel bounds (txqueuelen) and drops from: the VMM neither spins nor
+// queues without bound.
 // TX: guest buffers go to the TAP as they are (writev from guest memory: the virtio-net
 // header the guest wrote is the TAP's vnet header), one io_uring write per frame.
 // Nothing is allocated per frame. A malformed chain is returned to the guest unsent and
