@@ -10,8 +10,8 @@
  *
  * RATE (datagrams per second, default 0: as fast as it can) paces the stream: batches
  * of RATE/10000 datagrams (1 to 64) on a fixed schedule, sleeping in between, so the
- * sender costs CPU in proportion to the rate. bench/net.py searches for the highest
- * rate a guest takes without loss this way.
+ * sender costs CPU in proportion to the rate. bench/net.py offers a few fixed rates
+ * this way (its rx load curve).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -89,8 +89,9 @@ int main(int argc, char **argv)
     double t = start, due = start;
     while (t < end) {
         if (rate) {
-            /* On schedule, not after the last send: a late batch is not made up for
-             * by a burst, a slow stretch only shifts the schedule. */
+            /* On schedule, not after the last send: a batch up to four periods late
+             * goes at once; later than that the schedule restarts from now, so a
+             * stall is not made up for by a burst. */
             if (t < due) {
                 double left = due - t;
                 struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};

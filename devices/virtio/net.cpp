@@ -176,6 +176,8 @@ private:
     void setup_multishot_reads();
     void give_back(uint32_t index);
     void on_multishot_read(const io_uring_cqe& cqe);
+    void take_frame(uint32_t index, int len);
+    void tap_read_failed(int res);
     void deliver_rx();
     [[nodiscard]] bool deliver_frame(const RxBuffer& b);
     void serve_tx();
@@ -340,26 +342,14 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
     }
     if (tag & kTagRead) {
         const auto i = static_cast<uint32_t>(tag & ~kTagRead);
-        RxBuffer& b = rx_buffers_[i];
-        b.in_flight = false;
+        rx_buffers_[i].in_flight = false;
         --reads_in_flight_;
         if (cqe.res == -EAGAIN) {
             tap_readable_ = false; // drained: the next frame comes with a poll completion
-        } else if (cqe.res < 0 && cqe.res != -EINTR && cqe.res != -ECANCELED) {
-            // The TAP went away or this queue was detached: no more reads until the
-            // poll says it is readable again (a detached queue never is).
-            tap_readable_ = false;
-            spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
-        } else if (cqe.res >= static_cast<int>(rx_buffer_size_)) {
-            // Filled to the brim: a frame larger than the MTU the guest was told (the
-            // rest was cut off). Dropped, not delivered half.
-            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
-        } else if (cqe.res > static_cast<int>(kHdrSize)) {
-            b.len = static_cast<uint32_t>(cqe.res);
-            b.held = true;
-            rx_ready_[(rx_ready_head_ + rx_ready_count_++) % kRxReads] = i;
-        } else if (cqe.res < 0 && cqe.res != -EAGAIN && cqe.res != -EINTR && cqe.res != -ECANCELED) {
-            spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
+        } else if (cqe.res >= 0) {
+            take_frame(i, cqe.res);
+        } else if (cqe.res != -EINTR && cqe.res != -ECANCELED) {
+            tap_read_failed(cqe.res);
         }
     } else if (tag & kTagWrite) {
         finish_tx(static_cast<uint32_t>(tag & ~kTagWrite), cqe.res);
@@ -408,18 +398,7 @@ void NetQueuePair::on_multishot_read(const io_uring_cqe& cqe) {
         if (i >= kRxReads) return; // not ours: cannot happen with one group of kRxReads
         --buf_ring_count_;
         rx_seen_multishot_ = true;
-        if (cqe.res >= static_cast<int>(rx_buffer_size_)) {
-            // Filled to the brim: a frame larger than the MTU the guest was told.
-            counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
-            give_back(i);
-        } else if (cqe.res > static_cast<int>(kHdrSize)) {
-            RxBuffer& b = rx_buffers_[i];
-            b.len = static_cast<uint32_t>(cqe.res);
-            b.held = true;
-            rx_ready_[(rx_ready_head_ + rx_ready_count_++) % kRxReads] = i;
-        } else {
-            give_back(i); // a runt: not even a virtio-net header
-        }
+        take_frame(i, cqe.res);
         return;
     }
     if (cqe.res == -EINVAL && !rx_seen_multishot_) {
@@ -430,26 +409,47 @@ void NetQueuePair::on_multishot_read(const io_uring_cqe& cqe) {
         arm_tap_poll();
         return;
     }
-    if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED && cqe.res != -EINTR && cqe.res != -EAGAIN) {
-        // The TAP went away or this queue was detached: no more reads until the poll
-        // says it is readable again (a detached queue never is).
-        tap_readable_ = false;
-        arm_tap_poll();
-        spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-cqe.res));
-    }
+    if (cqe.res < 0 && cqe.res != -ENOBUFS && cqe.res != -ECANCELED && cqe.res != -EINTR && cqe.res != -EAGAIN)
+        tap_read_failed(cqe.res);
     // -ENOBUFS: every bounce buffer holds a frame; issue_reads() arms the read again
     // once enough are back.
 }
 
+// A read (single or multishot) put `len` bytes into bounce buffer `i`: a frame to hand
+// to the guest, or one dropped and the buffer free again.
+void NetQueuePair::take_frame(uint32_t i, int len) {
+    if (len >= static_cast<int>(rx_buffer_size_)) {
+        // Filled to the brim: a frame larger than the MTU the guest was told (the rest
+        // was cut off). Dropped, not delivered half.
+        counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+        give_back(i);
+    } else if (len > static_cast<int>(kHdrSize)) {
+        RxBuffer& b = rx_buffers_[i];
+        b.len = static_cast<uint32_t>(len);
+        b.held = true;
+        rx_ready_[(rx_ready_head_ + rx_ready_count_++) % kRxReads] = i;
+    } else {
+        give_back(i); // a runt: not even a virtio-net header
+    }
+}
+
+// The TAP went away or this queue was detached: no more reads until the poll says it
+// is readable again (a detached queue never is).
+void NetQueuePair::tap_read_failed(int res) {
+    tap_readable_ = false;
+    arm_tap_poll();
+    spdlog::debug("virtio-net queue pair {}: reading the TAP: {}", index_, std::strerror(-res));
+}
+
 // Single reads (kernels without IORING_OP_READ_MULTISHOT): while the TAP has frames,
 // reads them into every free bounce buffer, one submission for all. A read that finds
-// the TAP empty does not fail with EAGAIN although the fd
-// is non-blocking: io_uring parks it on the TAP's poll queue and it completes with a
-// later frame (so stopping cancels them). Tried: RWF_NOWAIT, which makes such a read
-// fail at once and leaves the waiting to the TAP's multishot poll alone; with a sender
-// flat out on two CPUs the guest then took fewer frames (75k against 87k pps, medians
-// of 4), so reads stay parked. Nothing is read while a frame waits for guest buffers:
-// the TAP's own (bounded) queue holds the rest.
+// the TAP empty does not fail with EAGAIN although the fd is non-blocking: io_uring
+// parks it on the TAP's poll queue and it completes with a later frame (so stopping
+// cancels them). Tried: RWF_NOWAIT, which makes such a read fail at once and leaves the
+// waiting to the TAP's multishot poll alone; with a sender flat out on two CPUs the
+// guest then took fewer frames (75k against 87k pps, medians of 4), so reads stay
+// parked. Nothing is read while a frame waits for guest buffers: the TAP's own
+// (bounded) queue holds the rest.
 void NetQueuePair::issue_reads() {
     if (rx_multishot_) {
         const bool enabled = enabled_.load(std::memory_order_acquire);
