@@ -111,7 +111,7 @@ private:
     };
 
     void run();
-    [[nodiscard]] bool poll_available();
+    [[nodiscard]] bool poll_available(std::chrono::steady_clock::time_point until);
     void arm_poll(int fd, uint64_t tag);
     io_uring_sqe* next_sqe();
     void drain_queue();
@@ -141,7 +141,9 @@ private:
     std::vector<uint32_t> free_;
     uint32_t inflight_ = 0;
     bool stopping_ = false, queue_broken_ = false;
-    bool delivered_ = false; // completions pushed since the worker last polled the ring
+    // Completions delivered that the driver has not yet answered with new requests.
+    // Never more than free_.size(): each delivery frees a slot, each new request takes one.
+    uint32_t refill_due_ = 0;
     std::thread thread_;
     Chain chain_; // scratch for pop(): 4 KiB, so not on the stack
 };
@@ -174,8 +176,7 @@ int BlkQueueWorker::file_index(int fd) {
     return -1; // a backing chain deeper than the table: plain fds for the rest
 }
 
-bool BlkQueueWorker::poll_available() {
-    const auto until = std::chrono::steady_clock::now() + kIdlePoll;
+bool BlkQueueWorker::poll_available(std::chrono::steady_clock::time_point until) {
     do {
         if (vq_.has_available()) return true;
         __builtin_ia32_pause();
@@ -186,21 +187,29 @@ bool BlkQueueWorker::poll_available() {
 void BlkQueueWorker::run() {
     arm_poll(kick_fd_, kTagKick);
     arm_poll(stop_fd_->get(), kTagStop);
+    std::optional<std::chrono::steady_clock::time_point> watch_until;
     for (;;) {
         if (!stopping_ && !queue_broken_) drain_queue();
         interrupt_if_needed();
         if (stopping_ && inflight_ == 0) break;
         const bool serving = !stopping_ && !queue_broken_;
-        if (serving && (inflight_ == 0 || delivered_)) {
-            // A driver that just took a completion usually adds its next request within
-            // microseconds. Watching the ring for a moment catches it without a kick (a
-            // VM exit) and a wake-up (QD1 latency is mostly those two), and while other
-            // requests are in flight, without waiting for their completions first (a
-            // 1 MiB read takes a millisecond: the queue would run shallow).
-            delivered_ = false;
-            io_uring_submit(&ring_);
-            if (poll_available()) continue;
+        if (serving && !free_.empty() && (inflight_ == 0 || refill_due_ > 0)) {
+            // A driver that just took completions usually adds as many new requests
+            // within microseconds. Watching the ring for a moment (at most kIdlePoll per
+            // delivery) catches them without a kick (a VM exit) and a wake-up (QD1
+            // latency is mostly those two); and it watches until the whole refill is in,
+            // not only its first request: the rest would otherwise wait in the ring
+            // until the next batch of completions wakes the worker (a 1 MiB read takes
+            // a millisecond, and at QD32 the queue would run a refill shallow).
+            if (!watch_until) watch_until = std::chrono::steady_clock::now() + kIdlePoll;
+            // While the disk has kBatchFrom requests of its own the refill is held back
+            // and goes out in one submission (one plug; see below); a shallow disk gets
+            // each request at once.
+            if (inflight_ < kBatchFrom + io_uring_sq_ready(&ring_)) io_uring_submit(&ring_);
+            if (poll_available(*watch_until)) continue;
         }
+        watch_until.reset();
+        refill_due_ = 0; // what has not come by now is not a refill to wait for
         // Publish avail_event (the driver kicks when it passes it); a buffer that
         // slipped in meanwhile is served first. With several requests in flight the
         // worker wakes for their completions anyway and looks at the ring then, so it
@@ -249,7 +258,10 @@ void BlkQueueWorker::drain_queue() {
             queue_broken_ = true;
             irq_.needs_reset(fmt::format("queue stopped: {}", why));
             return;
-        case Virtqueue::Pop::Chain: start_request(chain_); break;
+        case Virtqueue::Pop::Chain:
+            if (refill_due_ > 0) --refill_due_;
+            start_request(chain_);
+            break;
         }
     }
 }
@@ -484,7 +496,7 @@ void BlkQueueWorker::complete(uint32_t slot_index, uint8_t status) {
     *s.status = status;
     count(s, status);
     vq_.push_used(s.head, s.used_len);
-    delivered_ = true;
+    ++refill_due_;
     free_.push_back(slot_index);
 }
 
