@@ -201,7 +201,12 @@ void BlkQueueWorker::run() {
             // not only its first request: the rest would otherwise wait in the ring
             // until the next batch of completions wakes the worker (a 1 MiB read takes
             // a millisecond, and at QD32 the queue would run a refill shallow).
-            if (!watch_until) watch_until = std::chrono::steady_clock::now() + kIdlePoll;
+            if (!watch_until) {
+                watch_until = std::chrono::steady_clock::now() + kIdlePoll;
+                // What the watch catches needs no kick: at QD1 that spares the driver a
+                // VM exit and the worker a second wake-up per request.
+                vq_.suppress_kicks();
+            }
             // While the disk has kBatchFrom requests of its own the refill is held back
             // and goes out in one submission (one plug; see below); a shallow disk gets
             // each request at once.

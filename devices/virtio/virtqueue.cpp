@@ -185,9 +185,19 @@ bool Virtqueue::needs_interrupt() {
     return !(load16(avail_) & kAvailFlagNoInterrupt);
 }
 
+void Virtqueue::suppress_kicks() {
+    if (!configured()) return;
+    // The driver kicks when its new index passes avail_event (need_event: avail_event in
+    // [old, new)); one behind the next entry we take lies before any `old` it can have.
+    if (event_idx_) store16(used_ + 4 + 8 * static_cast<size_t>(size_), static_cast<uint16_t>(last_avail_ - 1),
+                            std::memory_order_relaxed);
+    else store16(used_, kUsedFlagNoNotify, std::memory_order_relaxed);
+}
+
 bool Virtqueue::prepare_to_sleep() {
     if (!configured()) return false;
     if (event_idx_) store16(used_ + 4 + 8 * static_cast<size_t>(size_), last_avail_, std::memory_order_relaxed);
+    else store16(used_, 0, std::memory_order_relaxed);
     // Publish avail_event before looking at the index again, or a buffer added in
     // between would get neither a kick nor our attention.
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -197,6 +207,7 @@ bool Virtqueue::prepare_to_sleep() {
 bool Virtqueue::prepare_to_wait_beyond(uint16_t seen) {
     if (!configured()) return false;
     if (event_idx_) store16(used_ + 4 + 8 * static_cast<size_t>(size_), seen, std::memory_order_relaxed);
+    else store16(used_, 0, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return load_avail_idx() != seen;
 }

@@ -89,9 +89,14 @@ public:
     // (VRING_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). Resets the batch.
     [[nodiscard]] bool needs_interrupt();
 
-    // Before the worker sleeps: with EVENT_IDX, publishes avail_event so the driver
-    // kicks on its next buffer. Returns true if buffers arrived meanwhile (the worker
-    // must not sleep then).
+    // While the worker watches the ring itself: asks the driver not to kick (avail_event
+    // behind every index the driver can reach with EVENT_IDX, VRING_USED_F_NO_NOTIFY
+    // without), so buffers it catches cost the driver no VM exit and the worker no
+    // wake-up. Only a hint to the driver: the worker must still look.
+    void suppress_kicks();
+    // Before the worker sleeps: asks for a kick on the driver's next buffer (avail_event
+    // with EVENT_IDX; clears VRING_USED_F_NO_NOTIFY without). Returns true if buffers
+    // arrived meanwhile (the worker must not sleep then).
     [[nodiscard]] bool prepare_to_sleep();
     // For a device waiting for the driver to add buffers beyond the ones it has seen
     // (virtio-net RX: a frame needs more than what is there): publishes avail_event at

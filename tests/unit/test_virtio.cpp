@@ -47,6 +47,7 @@ struct Driver {
     void set_used_event(uint16_t e) { REQUIRE(mem.write_obj<uint16_t>(GuestAddress(kAvail + 4 + 2 * size), e)); }
     uint16_t used_idx() { return *mem.read_obj<uint16_t>(GuestAddress(kUsed + 2)); }
     uint16_t avail_event() { return *mem.read_obj<uint16_t>(GuestAddress(kUsed + 4 + 8 * size)); }
+    uint16_t used_flags() { return *mem.read_obj<uint16_t>(GuestAddress(kUsed)); }
     std::pair<uint32_t, uint32_t> used(uint16_t i) {
         return {*mem.read_obj<uint32_t>(GuestAddress(kUsed + 4 + 8 * i)),
                 *mem.read_obj<uint32_t>(GuestAddress(kUsed + 8 + 8 * i))};
@@ -235,6 +236,40 @@ TEST_CASE("virtqueue: interrupt suppression, with and without EVENT_IDX") {
         CHECK(d.avail_event() == 1);
         d.publish(0);
         CHECK(q.prepare_to_sleep());
+    }
+    SUBCASE("kicks suppressed while the device watches the ring, asked for again before it sleeps") {
+        // The driver's side of it (virtio 1.2, 2.7.10): kick when avail_event lies in
+        // [old, new) of the index it just moved.
+        auto kicks = [&d](uint16_t old_idx) {
+            return static_cast<uint16_t>(d.avail_idx - d.avail_event() - 1) <
+                   static_cast<uint16_t>(d.avail_idx - old_idx);
+        };
+        auto q = make_queue(mem, 8, true);
+        d.desc(0, kData, 8, 0);
+        Chain c;
+        for (int round = 0; round < 3; ++round) { // the index moves on; the rule holds
+            q.suppress_kicks();
+            uint16_t old_idx = d.avail_idx;
+            d.publish(0);
+            CHECK_FALSE(kicks(old_idx));
+            old_idx = d.avail_idx;
+            d.publish(0); // a second buffer before the device took the first
+            CHECK_FALSE(kicks(old_idx));
+            REQUIRE(q.pop(c) == Virtqueue::Pop::Chain);
+            REQUIRE(q.pop(c) == Virtqueue::Pop::Chain);
+            CHECK_FALSE(q.prepare_to_sleep());
+            old_idx = d.avail_idx;
+            d.publish(0);
+            CHECK(kicks(old_idx));
+            REQUIRE(q.pop(c) == Virtqueue::Pop::Chain);
+        }
+    }
+    SUBCASE("without EVENT_IDX: VRING_USED_F_NO_NOTIFY while watching, cleared before sleeping") {
+        auto q = make_queue(mem, 8);
+        q.suppress_kicks();
+        CHECK(d.used_flags() == kUsedFlagNoNotify);
+        CHECK_FALSE(q.prepare_to_sleep());
+        CHECK(d.used_flags() == 0);
     }
 }
 
