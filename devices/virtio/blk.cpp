@@ -27,9 +27,8 @@ constexpr size_t kIdBytes = 20;     // VIRTIO_BLK_ID_BYTES
 constexpr size_t kMaxExtents = 64;  // extents mapped per round of one request
 constexpr uint32_t kSegMax = kMaxChainSegments - 2; // the header and status take two
 constexpr unsigned kRegisteredFiles = 16;
-// How long an idle worker watches the ring before it sleeps, and from how many requests
-// in flight it stops asking for kicks (see BlkQueueWorker::run).
-constexpr auto kIdlePoll = std::chrono::microseconds(30);
+// From how many requests in flight the worker stops asking for kicks (see
+// BlkQueueWorker::run).
 constexpr uint32_t kBusyInflight = 4;
 constexpr uint32_t kBatchFrom = 16; // requests in flight from which completions are batched
 
@@ -51,9 +50,10 @@ void put_le(std::vector<uint8_t>& buf, size_t off, T v) {
 // touches the queue and the request slots.
 class BlkQueueWorker {
 public:
-    BlkQueueWorker(block::DiskImage& image, const std::string& serial, Virtqueue& vq, int kick_fd, Interrupt& irq,
-                   std::optional<cpu_set_t> cpus, BlkCounters& counters)
-        : image_(image), serial_(serial), vq_(vq), kick_fd_(kick_fd), irq_(irq), cpus_(cpus), counters_(counters) {}
+    // `options` (serial, CPUs, ring watch) belong to the device, which outlives its workers.
+    BlkQueueWorker(block::DiskImage& image, const VirtioBlk::Options& options, Virtqueue& vq, int kick_fd,
+                   Interrupt& irq, BlkCounters& counters)
+        : image_(image), options_(options), vq_(vq), kick_fd_(kick_fd), irq_(irq), counters_(counters) {}
     ~BlkQueueWorker() {
         stop();
         if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -66,7 +66,7 @@ public:
         slots_ = std::make_unique<Slot[]>(vq_.size());
         free_.reserve(vq_.size());
         for (uint32_t i = vq_.size(); i-- > 0;) free_.push_back(i);
-        return start_worker(thread_, std::move(thread_name), cpus_, [this] { return init_ring(); }, [this] {
+        return start_worker(thread_, std::move(thread_name), options_.worker_cpus, [this] { return init_ring(); }, [this] {
             run();
             // Drop the ring's references to the disk's files now, on the ring's own
             // thread: closing a ring releases them from a kernel worker some time later,
@@ -126,11 +126,10 @@ private:
     [[nodiscard]] int file_index(int fd);
 
     block::DiskImage& image_;
-    const std::string& serial_;
+    const VirtioBlk::Options& options_;
     Virtqueue& vq_;
     int kick_fd_;
     Interrupt& irq_;
-    std::optional<cpu_set_t> cpus_;
     BlkCounters& counters_;
     std::optional<EventFd> stop_fd_;
     io_uring ring_{};
@@ -195,14 +194,14 @@ void BlkQueueWorker::run() {
         const bool serving = !stopping_ && !queue_broken_;
         if (serving && !free_.empty() && (inflight_ == 0 || refill_due_ > 0)) {
             // A driver that just took completions usually adds as many new requests
-            // within microseconds. Watching the ring for a moment (at most kIdlePoll per
+            // within microseconds. Watching the ring for a moment (at most ring_watch per
             // delivery) catches them without a kick (a VM exit) and a wake-up (QD1
             // latency is mostly those two); and it watches until the whole refill is in,
             // not only its first request: the rest would otherwise wait in the ring
             // until the next batch of completions wakes the worker (a 1 MiB read takes
             // a millisecond, and at QD32 the queue would run a refill shallow).
             if (!watch_until) {
-                watch_until = std::chrono::steady_clock::now() + kIdlePoll;
+                watch_until = std::chrono::steady_clock::now() + options_.ring_watch;
                 // What the watch catches needs no kick: at QD1 that spares the driver a
                 // VM exit and the worker a second wake-up per request.
                 vq_.suppress_kicks();
@@ -360,7 +359,7 @@ void BlkQueueWorker::start_request(const Chain& c) {
     case VIRTIO_BLK_T_GET_ID: {
         if (!data_writable) return complete(slot_index, VIRTIO_BLK_S_IOERR);
         uint8_t id[kIdBytes] = {};
-        std::memcpy(id, serial_.data(), std::min(serial_.size(), kIdBytes));
+        std::memcpy(id, options_.serial.data(), std::min(options_.serial.size(), kIdBytes));
         size_t done = 0;
         for (uint32_t i = 0; i < s.data_count && done < kIdBytes; ++i) {
             const size_t n = std::min(s.data[i].iov_len, kIdBytes - done);
@@ -536,6 +535,8 @@ Result<std::unique_ptr<VirtioBlk>> VirtioBlk::create(std::unique_ptr<block::Disk
     if (options.serial.size() > kIdBytes)
         return fail("{}: serial '{}' is longer than {} bytes", options.name, options.serial, kIdBytes);
     if (options.queues == 0 || options.queues > 16) return fail("{}: {} queues (1..16)", options.name, options.queues);
+    if (options.ring_watch < std::chrono::microseconds(0) || options.ring_watch > std::chrono::milliseconds(10))
+        return fail("{}: ring watch of {} us (0..10000)", options.name, options.ring_watch.count());
     std::unique_ptr<VirtioBlk> d(new VirtioBlk(std::move(image), std::move(options)));
     const block::DiskImage& img = *d->image_;
     d->features_ = feature(kFeatureVersion1) | feature(kFeatureEventIdx) | feature(kFeatureIndirectDesc) |
@@ -575,8 +576,7 @@ Result<void> VirtioBlk::activate(const GuestMemory&, uint64_t, std::span<const Q
     reset();
     for (size_t i = 0; i < queues.size(); ++i) {
         if (!queues[i].queue) continue;
-        auto w = std::make_unique<BlkQueueWorker>(*image_, options_.serial, *queues[i].queue, queues[i].kick_fd, irq,
-                                                  options_.worker_cpus, counters_);
+        auto w = std::make_unique<BlkQueueWorker>(*image_, options_, *queues[i].queue, queues[i].kick_fd, irq, counters_);
         // Thread names: "blk0-q0" from "virtio-blk0".
         std::string prefix = options_.name.starts_with("virtio-") ? options_.name.substr(7) : options_.name;
         KILN_TRY_CTX(w->start(fmt::format("{}-q{}", prefix, i)), "{} queue {}", options_.name, i);

@@ -16,6 +16,7 @@
 
 #include "devices/block/disk.hpp"
 #include "devices/block/qcow2.hpp"
+#include "devices/virtio/blk.hpp"
 #include "test_disk_tools.hpp"
 
 using namespace kiln;
@@ -313,4 +314,25 @@ TEST_CASE("locks: one writer per image, any number of readers, and QEMU sees Kil
     if (!d) e = d.error().message();
     ::close(ctl); // qemu-io reads EOF and quits
     CHECK_MESSAGE(e.find("is locked by another process") != std::string::npos, e);
+}
+
+TEST_CASE("virtio-blk: the ring watch needs a CPU no vCPU needs, and an out-of-range one is refused") {
+    using std::chrono::microseconds;
+    const auto standard = kiln::virtio::VirtioBlk::Options{}.ring_watch;
+    CHECK(standard > microseconds(0));
+    CHECK(kiln::virtio::VirtioBlk::ring_watch_for(2, 1) == standard);
+    CHECK(kiln::virtio::VirtioBlk::ring_watch_for(64, 8) == standard);
+    CHECK(kiln::virtio::VirtioBlk::ring_watch_for(1, 1) == microseconds(0)); // a one-CPU batch slot
+    CHECK(kiln::virtio::VirtioBlk::ring_watch_for(4, 4) == microseconds(0));
+    CHECK(kiln::virtio::VirtioBlk::ring_watch_for(2, 8) == microseconds(0)); // oversubscribed
+
+    ScratchDir dir;
+    write_bytes(dir / "d.raw", std::vector<uint8_t>(65536, 0));
+    kiln::virtio::VirtioBlk::Options opt;
+    opt.ring_watch = microseconds(-1);
+    auto bad = kiln::virtio::VirtioBlk::create(open_ok("path=" + dir / "d.raw"), opt);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().message().find("ring watch") != std::string::npos);
+    opt.ring_watch = microseconds(0);
+    CHECK(kiln::virtio::VirtioBlk::create(open_ok("path=" + dir / "d.raw"), opt));
 }

@@ -162,6 +162,9 @@ Result<void> Machine::build() {
         const auto& spec = cfg_.disks[i];
         virtio::VirtioBlk::Options opt{fmt::format("virtio-blk{}", i), spec.serial, spec.queues,
                                        placement_.io_cpus.to_cpu_set()};
+        opt.ring_watch = virtio::VirtioBlk::ring_watch_for(placement_.io_cpus.count(), cfg_.cpus);
+        spdlog::debug("disk {}: queue workers on CPUs {}, ring watch {} us", i, placement_.io_cpus.to_string(),
+                      opt.ring_watch.count());
         spdlog::info("disk {}: {}{}", i, images[i]->describe(), images[i]->read_only() ? ", read-only" : "");
         auto blk = KILN_TRY(virtio::VirtioBlk::create(std::move(images[i]), std::move(opt)));
         disks_.push_back(blk.get());
