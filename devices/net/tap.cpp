@@ -1,15 +1,16 @@
 #include "devices/net/tap.hpp"
+#include "vmm/base/file_io.hpp"
 
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
-#include <fstream>
 #include <net/if.h> // ifreq, if_nametoindex (glibc's; not together with <linux/if.h>)
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 
@@ -168,9 +169,13 @@ Result<Tap> Tap::open(const Options& o) {
 }
 
 bool Tap::is_multi_queue(const std::string& name) {
-    std::ifstream in("/sys/class/net/" + name + "/tun_flags");
+    // "0x1002\n"
+    const auto text = read_text_file("/sys/class/net/" + name + "/tun_flags");
+    if (!text) return false;
+    std::string_view hex(*text);
+    if (hex.starts_with("0x")) hex.remove_prefix(2);
     unsigned long flags = 0;
-    if (!(in >> std::hex >> flags)) return false;
+    if (std::from_chars(hex.data(), hex.data() + hex.size(), flags, 16).ec != std::errc()) return false;
     return flags & IFF_MULTI_QUEUE;
 }
 

@@ -1,10 +1,10 @@
 #include "vmm/host/cpu_placement.hpp"
+#include "vmm/base/file_io.hpp"
 
 #include <sched.h>
 
 #include <algorithm>
 #include <charconv>
-#include <sstream>
 
 namespace kiln::host {
 
@@ -141,11 +141,9 @@ Result<void> pin_task(pid_t tid, const CpuSet& cpus) {
 
 Result<CpuSet> parse_cpus_allowed_list(std::string_view status) {
     constexpr std::string_view key = "Cpus_allowed_list:";
-    std::istringstream in{std::string(status)};
-    std::string line;
-    while (std::getline(in, line)) {
+    for (const std::string_view line : split_lines(status)) {
         if (!line.starts_with(key)) continue;
-        return KILN_TRY_CTX(parse_cpulist(std::string_view(line).substr(key.size())), "Cpus_allowed_list");
+        return KILN_TRY_CTX(parse_cpulist(line.substr(key.size())), "Cpus_allowed_list");
     }
     return fail("no Cpus_allowed_list line in the status text");
 }

@@ -5,14 +5,14 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 
+#include <charconv>
 #include <algorithm>
-#include <fstream>
 #include <iterator>
 #include <map>
-#include <sstream>
 
 #include "vmm/host/host_files.hpp"
 #include "vmm/host/paging.hpp"
+#include "vmm/base/file_io.hpp"
 
 namespace kiln::host {
 namespace {
@@ -27,14 +27,15 @@ std::vector<unsigned> nodes(const HostRoots& roots) {
 
 // "Node 0 MemTotal:  5728032 kB" in nodeN/meminfo -> 5728032.
 std::optional<uint64_t> node_mem_total_kb(const std::string& meminfo) {
-    std::ifstream f(meminfo);
-    std::string line;
-    while (std::getline(f, line)) {
+    const auto text = read_text_file(meminfo);
+    if (!text) return std::nullopt;
+    for (std::string_view line : split_lines(*text)) {
         const auto at = line.find("MemTotal:");
-        if (at == std::string::npos) continue;
-        std::istringstream rest(line.substr(at + 9));
+        if (at == std::string_view::npos) continue;
+        line.remove_prefix(at + 9);
+        line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
         uint64_t kb = 0;
-        if (rest >> kb) return kb;
+        if (std::from_chars(line.data(), line.data() + line.size(), kb).ec == std::errc()) return kb;
     }
     return std::nullopt;
 }

@@ -1,11 +1,11 @@
 #include "vmm/host/host_files.hpp"
+#include "vmm/base/file_io.hpp"
 
 #include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
 
 namespace kiln::host {
 
@@ -15,11 +15,9 @@ bool path_exists(const std::string& path) {
 }
 
 std::optional<std::string> read_line(const std::string& path) {
-    std::ifstream f(path);
-    if (!f) return std::nullopt;
-    std::string line;
-    std::getline(f, line);
-    return line;
+    auto text = read_text_file(path);
+    if (!text) return std::nullopt;
+    return std::string(std::string_view(*text).substr(0, text->find('\n')));
 }
 
 std::optional<uint64_t> parse_u64(std::string_view s) {

@@ -11,9 +11,9 @@
 #include <charconv>
 #include <climits>
 #include <filesystem>
-#include <sstream>
 
 #include "vmm/base/fd.hpp"
+#include "vmm/base/file_io.hpp"
 
 namespace kiln::host {
 namespace {
@@ -50,9 +50,7 @@ std::vector<std::string_view> words(std::string_view line) {
 
 // nodeN/meminfo: "Node 1 MemTotal:       8388608 kB".
 Result<uint64_t> mem_total(const std::string& text, uint32_t node) {
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
+    for (const std::string_view line : split_lines(text)) {
         const auto w = words(line);
         if (w.size() != 5 || w[0] != "Node" || w[2] != "MemTotal:") continue;
         uint32_t id = 0;
@@ -94,20 +92,6 @@ Result<NumaNode> read_node(const std::string& node_dir, uint32_t id) {
 }
 
 } // namespace
-
-Result<std::string> read_text_file(const std::string& path) {
-    Fd fd = KILN_TRY(Fd::open(path, O_RDONLY));
-    std::string text;
-    std::array<char, 4096> buf{};
-    for (;;) {
-        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail_errno(fmt::format("reading '{}'", path));
-        if (n == 0) break;
-        text.append(buf.data(), static_cast<size_t>(n));
-    }
-    return text;
-}
 
 NumaTopology::NumaTopology(std::vector<NumaNode> nodes, bool synthesized)
     : nodes_(std::move(nodes)), synthesized_(synthesized) {

@@ -82,6 +82,5 @@ struct NumaMapsEntry {
 
 // A whole small file (sysfs, procfs) as text; the error names the path. Shared with
 // cpu_placement.cpp.
-[[nodiscard]] Result<std::string> read_text_file(const std::string& path);
 
 } // namespace kiln::host

@@ -1,6 +1,5 @@
 #include "vmm/host/paging.hpp"
 
-#include <fstream>
 
 #include "vmm/host/host_files.hpp"
 
@@ -9,10 +8,11 @@ namespace {
 
 // A module parameter's value, first word only ("Y", "N", "1", "0"); "" if unreadable.
 std::string parameter(const std::string& root, const std::string& module, const std::string& name) {
-    std::ifstream f(root + "/module/" + module + "/parameters/" + name);
-    std::string v;
-    f >> v;
-    return v;
+    const auto line = read_line(root + "/module/" + module + "/parameters/" + name);
+    if (!line) return {};
+    const size_t start = line->find_first_not_of(" \t");
+    if (start == std::string::npos) return {};
+    return line->substr(start, line->find_first_of(" \t", start) - start);
 }
 
 bool enabled(const std::string& v) { return v == "Y" || v == "y" || v == "1"; }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "vmm/base/file_io.hpp"
 #include "devices/virtio/blk.hpp"
 #include "devices/virtio/net.hpp"
 #include "firmware/acpi.hpp"
@@ -413,8 +414,8 @@ MachineStats Machine::stats() const {
     s.uptime_seconds = uptime_seconds();
     s.paging = paging_;
     // ksm_stat is missing on older kernels: then no KSM figure.
-    s.memory = read_memory_stats(host::read_text_file("/proc/self/smaps_rollup").value_or(""),
-                                 host::read_text_file("/proc/self/ksm_stat").value_or(""));
+    s.memory = read_memory_stats(read_text_file("/proc/self/smaps_rollup").value_or(""),
+                                 read_text_file("/proc/self/ksm_stat").value_or(""));
     s.memory.guest_bytes = cfg_.memory_bytes;
     s.memory.backing = cfg_.memory_backing.describe();
     for (const auto& v : vcpus_) s.vcpus.push_back(v->stats());

@@ -1,8 +1,7 @@
 #include "vmm/machine/run_stats.hpp"
+#include "vmm/base/file_io.hpp"
 
 #include <charconv>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -49,10 +48,8 @@ Result<SchedStat> parse_schedstat(std::string_view text) {
 }
 
 Result<SchedStat> read_schedstat(const std::string& path) {
-    std::ifstream in(path);
-    std::string line;
-    if (!std::getline(in, line)) return fail("cannot read '{}'", path);
-    return KILN_TRY_CTX(parse_schedstat(line), "{}", path);
+    const std::string text = KILN_TRY_CTX(read_text_file(path), "schedstat");
+    return KILN_TRY_CTX(parse_schedstat(std::string_view(text).substr(0, text.find('\n'))), "{}", path);
 }
 
 MemoryStats read_memory_stats(std::string_view smaps_rollup, std::string_view ksm_stat) {
