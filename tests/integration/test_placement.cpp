@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <sched.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "tests/support/background.hpp"
 #include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
+#include "vmm/host/disk_irq.hpp"
 
 using namespace kiln::test;
 
@@ -30,6 +32,18 @@ std::vector<int> allowed_cpus() {
     for (int i = 0; i < CPU_SETSIZE; ++i)
         if (CPU_ISSET(i, &set)) cpus.push_back(i);
     return cpus;
+}
+
+// What the worker of a disk on `file` should be allowed: the CPUs that take the
+// interrupts of the device under it (host::disk_irq_cpus, unit-tested on fake trees),
+// within the allowed CPUs, off the pinned vCPUs' CPUs; all allowed CPUs otherwise.
+std::string expected_worker_cpus(const std::string& file, const std::vector<int>& allowed,
+                                 const kiln::host::CpuSet& vcpu_only) {
+    struct stat st{};
+    REQUIRE(::stat(file.c_str(), &st) == 0);
+    kiln::host::CpuSet io;
+    for (const int c : allowed) io = io | kiln::host::CpuSet{static_cast<uint32_t>(c)};
+    return kiln::host::disk_worker_cpus(io, kiln::host::disk_irq_cpus(st.st_dev), vcpu_only).to_string();
 }
 
 } // namespace
@@ -56,9 +70,28 @@ TEST_CASE("placement: --vcpu-affinity pins each vCPU thread, disk workers stay o
     CHECK(t.at("vcpu0") == std::to_string(b));
     CHECK(t.at("vcpu1") == std::to_string(a));
     // The queue worker starts from vcpu0's thread at DRIVER_OK, yet does not inherit
-    // its pinning: it runs on the I/O CPUs (all allowed CPUs here).
+    // its pinning: it runs on the I/O CPUs (all allowed CPUs here), on those that take
+    // the disk's interrupts if any is free of a pinned vCPU.
     REQUIRE(t.count("blk0-q0"));
-    CHECK(t.at("blk0-q0") == fmt::format("{}-{}", cpus.front(), cpus.back()));
+    CHECK(t.at("blk0-q0") == expected_worker_cpus(disk, cpus, kiln::host::CpuSet{uint32_t(a), uint32_t(b)}));
+    CHECK(kiln.wait() == 0);
+}
+
+TEST_CASE("placement: without flags a disk's queue worker runs on the CPUs that take its device's interrupts") {
+    const auto cpus = allowed_cpus();
+    ScratchDir dir("/var/tmp/kiln-irq-XXXXXX"); // a real block device, unlike a tmpfs /tmp
+    const std::string disk = dir / "d.raw";
+    write_bytes(disk, std::vector<uint8_t>(1 << 20, 0));
+    Background kiln(kiln_argv({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--disk",
+                               "path=" + disk + ",cache=none", "--cmdline",
+                               "job=blk-bench pattern=randread qd=4 seconds=2"}));
+    const auto t = kiln.threads({"vcpu0", "blk0-q0"});
+    REQUIRE(t.count("blk0-q0"));
+    REQUIRE(t.count("vcpu0"));
+    const std::string expected = expected_worker_cpus(disk, cpus, {});
+    MESSAGE("disk worker on CPUs " << t.at("blk0-q0") << ", allowed " << cpus.front() << "-" << cpus.back());
+    CHECK(t.at("blk0-q0") == expected);
+    CHECK(t.at("vcpu0") == fmt::format("{}-{}", cpus.front(), cpus.back())); // vCPUs still float
     CHECK(kiln.wait() == 0);
 }
 

@@ -19,6 +19,7 @@
 #include "firmware/fdt.hpp"
 #include "firmware/virtio_mmio_cmdline.hpp"
 #include "vmm/host/cpu_placement.hpp"
+#include "vmm/host/disk_irq.hpp"
 #include "vmm/host/numa.hpp"
 #include "vmm/host/paging.hpp"
 #include "vmm/machine/cpuid.hpp"
@@ -55,6 +56,27 @@ uint64_t host_memory_bytes() {
     struct sysinfo si{};
     if (::sysinfo(&si) != 0) return 0;
     return (uint64_t(si.totalram) + si.totalswap) * si.mem_unit;
+}
+
+// The CPUs for a disk's queue workers: where the interrupts of the host devices under
+// its files land (host/disk_irq.hpp; the file the spec names and the top image, which
+// differ for snapshot=on and scratch disks), within the I/O CPUs and off the CPUs of
+// explicitly pinned vCPUs; the I/O CPUs when that tells nothing.
+host::CpuSet disk_worker_cpus(const block::DiskSpec& spec, const block::DiskImage& image,
+                              const host::Placement& placement) {
+    std::optional<host::CpuSet> irq;
+    auto add = [&irq](const struct stat& st) {
+        // A block device given as the image answers for itself; a file for its filesystem's.
+        if (auto cpus = host::disk_irq_cpus(S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev))
+            irq = irq ? *irq | *cpus : *cpus;
+    };
+    struct stat st{};
+    if (!spec.path.empty() && ::stat(spec.path.c_str(), &st) == 0) add(st);
+    if (::fstat(image.top_fd(), &st) == 0) add(st);
+    host::CpuSet vcpu_only; // vCPUs that float over the whole pool reserve nothing
+    for (const auto& cpus : placement.vcpu_cpus)
+        if (!(cpus == placement.io_cpus)) vcpu_only = vcpu_only | cpus;
+    return host::disk_worker_cpus(placement.io_cpus, irq, vcpu_only);
 }
 
 } // namespace
@@ -161,11 +183,12 @@ Result<void> Machine::build() {
     platform_ = firmware::Platform::standard(cfg_.cpus);
     for (size_t i = 0; i < images.size(); ++i) {
         const auto& spec = cfg_.disks[i];
+        const host::CpuSet workers = disk_worker_cpus(spec, *images[i], placement_);
         virtio::VirtioBlk::Options opt{fmt::format("virtio-blk{}", i), spec.serial, spec.queues,
-                                       placement_.io_cpus.to_cpu_set()};
+                                       workers.to_cpu_set()};
         opt.ring_watch = virtio::VirtioBlk::ring_watch_for(placement_.io_cpus.count(), cfg_.cpus);
-        spdlog::debug("disk {}: queue workers on CPUs {}, ring watch {} us", i, placement_.io_cpus.to_string(),
-                      opt.ring_watch.count());
+        spdlog::debug("disk {}: queue workers on CPUs {} (I/O CPUs {}), ring watch {} us", i, workers.to_string(),
+                      placement_.io_cpus.to_string(), opt.ring_watch.count());
         spdlog::info("disk {}: {}{}", i, images[i]->describe(), images[i]->read_only() ? ", read-only" : "");
         auto blk = KILN_TRY(virtio::VirtioBlk::create(std::move(images[i]), std::move(opt)));
         disks_.push_back(blk.get());
