@@ -84,6 +84,7 @@ public:
 
     [[nodiscard]] block::DiskImage& image() const { return *image_; }
     [[nodiscard]] const BlkCounters& counters() const { return counters_; }
+    [[nodiscard]] const Options& options() const { return options_; }
 
 private:
     VirtioBlk(std::unique_ptr<block::DiskImage> image, Options options);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/support/background.hpp"
 #include "tests/support/files.hpp"
@@ -82,8 +83,9 @@ TEST_CASE("placement: without flags a disk's queue worker runs on the CPUs that 
     ScratchDir dir("/var/tmp/kiln-irq-XXXXXX"); // a real block device, unlike a tmpfs /tmp
     const std::string disk = dir / "d.raw";
     write_bytes(disk, std::vector<uint8_t>(1 << 20, 0));
+    const std::string stats = dir / "stats.json";
     Background kiln(kiln_argv({"run", "--kernel", TESTGUEST_ELF, "--memory", "128M", "--disk",
-                               "path=" + disk + ",cache=none", "--cmdline",
+                               "path=" + disk + ",cache=none", "--stats-json", stats, "--cmdline",
                                "job=blk-bench pattern=randread qd=4 seconds=2"}));
     const auto t = kiln.threads({"vcpu0", "blk0-q0"});
     REQUIRE(t.count("blk0-q0"));
@@ -93,6 +95,9 @@ TEST_CASE("placement: without flags a disk's queue worker runs on the CPUs that 
     CHECK(t.at("blk0-q0") == expected);
     CHECK(t.at("vcpu0") == fmt::format("{}-{}", cpus.front(), cpus.back())); // vCPUs still float
     CHECK(kiln.wait() == 0);
+    // The run's statistics say where the workers were put, for schedulers and operators.
+    const auto j = nlohmann::json::parse(read_text(stats));
+    CHECK(j["disks"][0]["worker_cpus"] == expected);
 }
 
 TEST_CASE("placement: --numa-node 0 pins vCPUs one per node CPU and binds guest memory to the node") {

@@ -39,7 +39,7 @@ public:
         MachineStats s;
         s.uptime_seconds = 1.5;
         s.vcpus.push_back({0, 100, "0-1", {2'000'000'000, 500'000'000, 7}, {{"exits", 42}}});
-        s.disks.push_back({"virtio-blk0", "raw 'a\"b'", 1, 4096, 2, 8192, 1, 0, 0});
+        s.disks.push_back({"virtio-blk0", "raw 'a\"b'", 1, 4096, 2, 8192, 1, 0, 0, "1"});
         return s;
     }
     double uptime_seconds() const override { return 1.5; }
@@ -174,6 +174,8 @@ TEST_CASE("api handlers: state changes reach the VM only when valid, and conflic
     CHECK_FALSE(info.contains("exit"));
     vm.ended = VmExit{ExitReason::GuestStatus, 3, "the guest reported exit status 3"};
     CHECK(json::parse(handle_request(vm, req("GET", "/vm")).body)["exit"]["exit_status"] == 3);
+    const json stats = json::parse(handle_request(vm, req("GET", "/vm/stats")).body);
+    CHECK(stats["disks"][0]["worker_cpus"] == "1");
 }
 
 TEST_CASE("api metrics: every family has HELP and TYPE first, every sample line is well-formed, labels escaped") {

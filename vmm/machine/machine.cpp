@@ -447,7 +447,9 @@ MachineStats Machine::stats() const {
         constexpr auto r = std::memory_order_relaxed;
         s.disks.push_back({std::string(d->name()), d->image().describe(), c.read_requests.load(r),
                            c.read_bytes.load(r), c.write_requests.load(r), c.write_bytes.load(r),
-                           c.flush_requests.load(r), c.discard_requests.load(r), c.errors.load(r)});
+                           c.flush_requests.load(r), c.discard_requests.load(r), c.errors.load(r),
+                           d->options().worker_cpus ? host::CpuSet::from_cpu_set(*d->options().worker_cpus).to_string()
+                                                    : std::string()});
     }
     for (const auto* n : nics_) {
         const auto& c = n->counters();

@@ -94,7 +94,8 @@ void to_json(nlohmann::json& j, const MachineStats& s) {
         disks.push_back({{"name", d.name}, {"image", d.image}, {"read_requests", d.read_requests},
                          {"read_bytes", d.read_bytes}, {"write_requests", d.write_requests},
                          {"write_bytes", d.write_bytes}, {"flush_requests", d.flush_requests},
-                         {"discard_requests", d.discard_requests}, {"errors", d.errors}});
+                         {"discard_requests", d.discard_requests}, {"errors", d.errors},
+                         {"worker_cpus", d.worker_cpus}});
     }
     auto& nics = j["nics"];
     nics = nlohmann::json::array();

@@ -58,6 +58,7 @@ struct DiskStats {
     std::string name, image; // "virtio-blk0"; DiskImage::describe()
     uint64_t read_requests = 0, read_bytes = 0, write_requests = 0, write_bytes = 0;
     uint64_t flush_requests = 0, discard_requests = 0, errors = 0;
+    std::string worker_cpus; // the CPUs its queue workers may run on ("1", "0-7")
 };
 
 struct MachineStats {
