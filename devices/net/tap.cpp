@@ -1,5 +1,4 @@
 #include "devices/net/tap.hpp"
-#include "vmm/base/file_io.hpp"
 
 #include <fcntl.h>
 #include <linux/ethtool.h>
@@ -10,9 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
+
+#include "vmm/base/file_io.hpp"
 
 namespace kiln::net {
 namespace {

@@ -47,6 +47,7 @@ struct BlkCounters {
 
 class VirtioBlk final : public Device {
 public:
+    static constexpr std::chrono::microseconds kDefaultRingWatch{30};
     struct Options {
         std::string name = "virtio-blk0"; // also the worker threads' prefix
         std::string serial;               // VIRTIO_BLK_T_GET_ID, at most 20 bytes
@@ -60,13 +61,13 @@ public:
         // saves a kick and a wake-up per refill, but only with a CPU no vCPU needs: on a
         // CPU shared with the vCPU it takes the time the driver needs to refill (one
         // shared CPU, 4 KiB random reads: QD1 2.6k vs 3.4k IOPS, QD32 43k vs 57k).
-        std::chrono::microseconds ring_watch{30};
+        std::chrono::microseconds ring_watch = kDefaultRingWatch;
     };
     // The ring watch for a VM whose I/O threads may use `io_cpus` CPUs and which has
     // `vcpus` vCPUs: the default while a CPU is left over for the workers, else 0 (a
     // one-CPU batch slot).
     [[nodiscard]] static std::chrono::microseconds ring_watch_for(uint32_t io_cpus, uint32_t vcpus) {
-        return io_cpus > vcpus ? Options{}.ring_watch : std::chrono::microseconds(0);
+        return io_cpus > vcpus ? kDefaultRingWatch : std::chrono::microseconds(0);
     }
     [[nodiscard]] static Result<std::unique_ptr<VirtioBlk>> create(std::unique_ptr<block::DiskImage> image,
                                                                    Options options);

@@ -13,13 +13,13 @@
 #include <thread>
 
 #include <liburing.h>
-#include <sys/mman.h>
 #include <spdlog/spdlog.h>
 
 #include "devices/virtio/net_spec.hpp"
 #include "devices/virtio/spec.hpp"
 #include "devices/virtio/worker_thread.hpp"
 #include "vmm/base/event_fd.hpp"
+#include "vmm/base/mmap_region.hpp"
 
 namespace kiln::virtio {
 
@@ -206,13 +206,7 @@ private:
     std::unique_ptr<RxBuffer[]> rx_buffers_;
     // The provided-buffer ring for the multishot read (rx_multishot_): the bounce
     // buffers the kernel may fill, handed back as frames are delivered or dropped.
-    struct BufRingMapping {
-        void* addr = nullptr;
-        size_t bytes = 0;
-        ~BufRingMapping() {
-            if (addr) ::munmap(addr, bytes);
-        }
-    } buf_ring_;
+    MmapRegion buf_ring_;
     bool rx_multishot_ = false;     // reads go through one multishot read
     bool rx_multishot_armed_ = false;
     bool rx_multishot_cancelled_ = false;
@@ -361,17 +355,15 @@ void NetQueuePair::on_cqe(const io_uring_cqe& cqe) {
 // no request per frame and none parked on the TAP's wait queue. Single reads, below,
 // on older kernels. A ring that cannot be registered leaves the single reads.
 void NetQueuePair::setup_multishot_reads() {
-    const size_t bytes = kRxReads * sizeof(io_uring_buf);
-    void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) return;
-    buf_ring_.addr = mem;
-    buf_ring_.bytes = bytes;
+    auto mem = MmapRegion::anonymous(kRxReads * sizeof(io_uring_buf));
+    if (!mem) return;
+    buf_ring_ = std::move(*mem);
     io_uring_buf_reg reg{};
-    reg.ring_addr = reinterpret_cast<uint64_t>(mem);
+    reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_.data());
     reg.ring_entries = kRxReads;
     reg.bgid = kRxBufferGroup;
     if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) return;
-    io_uring_buf_ring_init(static_cast<io_uring_buf_ring*>(mem));
+    io_uring_buf_ring_init(reinterpret_cast<io_uring_buf_ring*>(buf_ring_.data()));
     rx_multishot_ = true;
     for (uint32_t i = 0; i < kRxReads; ++i) give_back(i);
 }
@@ -381,7 +373,7 @@ void NetQueuePair::setup_multishot_reads() {
 void NetQueuePair::give_back(uint32_t index) {
     rx_buffers_[index].held = false;
     if (!rx_multishot_) return;
-    auto* br = static_cast<io_uring_buf_ring*>(buf_ring_.addr);
+    auto* br = reinterpret_cast<io_uring_buf_ring*>(buf_ring_.data());
     io_uring_buf_ring_add(br, rx_buffers_[index].data.get(), rx_buffer_size_, static_cast<uint16_t>(index),
                           io_uring_buf_ring_mask(kRxReads), 0);
     io_uring_buf_ring_advance(br, 1);

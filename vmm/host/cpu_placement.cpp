@@ -1,10 +1,11 @@
 #include "vmm/host/cpu_placement.hpp"
-#include "vmm/base/file_io.hpp"
 
 #include <sched.h>
 
 #include <algorithm>
 #include <charconv>
+
+#include "vmm/base/file_io.hpp"
 
 namespace kiln::host {
 

@@ -5,14 +5,14 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 
-#include <charconv>
 #include <algorithm>
+#include <charconv>
 #include <iterator>
 #include <map>
 
+#include "vmm/base/file_io.hpp"
 #include "vmm/host/host_files.hpp"
 #include "vmm/host/paging.hpp"
-#include "vmm/base/file_io.hpp"
 
 namespace kiln::host {
 namespace {

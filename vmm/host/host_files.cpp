@@ -1,11 +1,12 @@
 #include "vmm/host/host_files.hpp"
-#include "vmm/base/file_io.hpp"
 
 #include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <charconv>
+
+#include "vmm/base/file_io.hpp"
 
 namespace kiln::host {
 

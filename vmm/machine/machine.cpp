@@ -12,12 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "vmm/base/file_io.hpp"
 #include "devices/virtio/blk.hpp"
 #include "devices/virtio/net.hpp"
 #include "firmware/acpi.hpp"
 #include "firmware/fdt.hpp"
 #include "firmware/virtio_mmio_cmdline.hpp"
+#include "vmm/base/file_io.hpp"
 #include "vmm/host/cpu_placement.hpp"
 #include "vmm/host/disk_irq.hpp"
 #include "vmm/host/numa.hpp"

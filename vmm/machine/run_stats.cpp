@@ -1,9 +1,10 @@
 #include "vmm/machine/run_stats.hpp"
-#include "vmm/base/file_io.hpp"
 
 #include <charconv>
 
 #include <nlohmann/json.hpp>
+
+#include "vmm/base/file_io.hpp"
 
 namespace kiln {
 
