@@ -7,13 +7,17 @@
 // Metadata work (qcow2 cluster allocation, L2 and refcount updates, copy-on-write of a
 // partial cluster from the backing file) happens inside map_write(), synchronously,
 // before it returns: after map_write() the returned extents are this image's own
-// clusters and a write there is final.
+// clusters and a write there is final. The one exception to "no copies" is a compressed
+// qcow2 cluster (a distro cloud image is made of them): its extent names the image that
+// inflates it, and the worker has it copied into the guest's buffers synchronously.
 //
 // Thread safety: map_read/map_write/discard/write_zeroes/flush_metadata may be called
 // from several queue workers at once; implementations serialise their metadata
 // themselves. A guest issuing overlapping requests concurrently gets what real disks
 // give it: some order.
 #pragma once
+
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <span>
@@ -23,15 +27,34 @@
 
 namespace kiln::block {
 
+class CompressedSource;
+
 struct Extent {
     enum class Kind : uint8_t {
-        Data, // read/write `length` bytes of `fd` at `file_offset`
-        Zero, // read-only mapping: these bytes read as zeros, no file behind them
+        Data,       // read/write `length` bytes of `fd` at `file_offset`
+        Zero,       // read-only mapping: these bytes read as zeros, no file behind them
+        Compressed, // read-only mapping: bytes [in_cluster, +length) of the cluster that
+                    // `source` inflates from `stored` bytes of `fd` at `file_offset`
     };
     Kind kind = Kind::Data;
     int fd = -1;
     uint64_t file_offset = 0;
     uint64_t length = 0;
+    // Compressed only.
+    uint32_t in_cluster = 0;
+    uint32_t stored = 0; // compressed bytes on file (an upper bound: whole sectors)
+    CompressedSource* source = nullptr;
+};
+
+// An image with compressed clusters: fills the guest's buffers for a Compressed extent
+// it mapped. Thread-safe; synchronous (a pread and an inflate, or a cache hit).
+class CompressedSource {
+public:
+    // `out`'s lengths add up to e.length.
+    [[nodiscard]] virtual Result<void> read_compressed(const Extent& e, std::span<const iovec> out) = 0;
+
+protected:
+    ~CompressedSource() = default;
 };
 
 // How much of a request one map call described: extents [0, count) cover the first
@@ -58,7 +81,8 @@ public:
     // One line for logs and errors: "qcow2 'child.qcow2' over raw 'base.img'".
     [[nodiscard]] virtual std::string describe() const = 0;
 
-    // Maps [offset, offset + len) for reading. Extents of kind Zero are allowed.
+    // Maps [offset, offset + len) for reading. Extents of kind Zero and Compressed are
+    // allowed.
     // Precondition (the caller checks): offset + len <= size(), both multiples of 512.
     [[nodiscard]] virtual Result<Mapped> map_read(uint64_t offset, uint64_t len, std::span<Extent> out) = 0;
     // Maps [offset, offset + len) for writing, allocating (and copying-on-write) what is

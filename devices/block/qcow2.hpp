@@ -3,12 +3,13 @@
 //
 // What is supported: reading and writing data clusters, backing files (any DiskImage:
 // raw or qcow2, any depth), copy-on-write of a partial cluster from the backing image,
-// zero clusters (read as zeros), refcount tables that grow, refcount_order 4 (16-bit,
-// QEMU's default) and the other widths for reading, the backing-format and feature-name
-// header extensions, the dirty and corrupt bits. What is refused with a clear error:
-// encryption, compressed clusters (at the read that meets one), extended L2 entries,
-// external data files, unknown incompatible feature bits, internal snapshots are kept
-// untouched (reads and writes use the active L1 table only).
+// zero clusters (read as zeros), compressed clusters (zlib or zstd; read, and rewritten
+// uncompressed when written: what `qemu-img convert -c` and distro cloud images hold),
+// refcount tables that grow, refcount_order 4 (16-bit, QEMU's default) and the other
+// widths for reading, the backing-format and feature-name header extensions, the dirty
+// and corrupt bits. What is refused with a clear error: encryption, extended L2 entries,
+// external data files, unknown incompatible feature bits, unknown compression types;
+// internal snapshots are kept untouched (reads and writes use the active L1 table only).
 #pragma once
 
 #include <cstdint>

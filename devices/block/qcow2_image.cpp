@@ -10,6 +10,7 @@
 // data there.
 #include "devices/block/qcow2.hpp"
 #include "devices/block/aligned_buffer.hpp"
+#include "devices/block/cluster_inflater.hpp"
 
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <fcntl.h>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +45,9 @@ constexpr uint64_t kMaxL1Bytes = 32ULL << 20;     // QEMU's QCOW_MAX_L1_SIZE
 constexpr uint64_t kMaxRefTableBytes = 8ULL << 20; // QEMU's QCOW_MAX_REFTABLE_SIZE
 constexpr uint64_t kMaxOffset = 1ULL << 56;       // host offsets are 56 bits
 constexpr size_t kL2CacheSlots = 32;
+// Inflated compressed clusters kept: a guest reading a compressed image 4 KiB at a time
+// reads each cluster 16 times, and two or three streams may interleave.
+constexpr size_t kInflatedSlots = 4;
 
 uint64_t be64(const uint8_t* p) {
     uint64_t v;
@@ -106,6 +111,7 @@ struct Header {
     uint64_t incompatible = 0, compatible = 0, autoclear = 0;
     uint32_t refcount_order = 4;
     uint32_t header_length = 72;
+    Compression compression = Compression::Zlib; // of compressed clusters (byte 104)
 };
 
 Result<Header> parse_header(int fd) {
@@ -149,6 +155,13 @@ Result<Header> parse_header(int fd) {
         if (r.header_length < 104 || r.header_length > got || r.header_length % 8 != 0)
             return fail("qcow2 header: header_length {} is invalid", r.header_length);
         if (r.refcount_order > 6) return fail("qcow2 header: refcount_order {} is out of range (0..6)", r.refcount_order);
+        // Compression type (byte 104, when the header has it): non-zlib types must be
+        // flagged incompatible, so that readers who do not know them refuse the image.
+        const uint8_t type = r.header_length > 104 ? h[104] : 0;
+        if (type > 1) return fail("qcow2 header: compression type {} is not supported (0 zlib, 1 zstd)", type);
+        if (type != 0 && !(r.incompatible & kIncompatCompression))
+            return fail("qcow2 header: compression type {} without the compression-type incompatible bit", type);
+        r.compression = static_cast<Compression>(type);
     }
     r.info.dirty = r.incompatible & kIncompatDirty;
     if (r.incompatible & kIncompatCorrupt)
@@ -217,7 +230,16 @@ struct TableSlot {
     AlignedBuffer buf;
 };
 
-class Qcow2Image final : public DiskImage {
+// A compressed cluster's place in the file, from its L2 entry (qcow2.txt, "Compressed
+// Clusters Descriptor"): `stored` bytes from `offset`, sector-rounded, so they may run
+// into the next host cluster and hold padding after the stream.
+struct CompressedPlace {
+    uint64_t offset = 0;
+    uint32_t stored = 0;
+    uint64_t sectors = 0; // whole 512-byte sectors from offset's own sector
+};
+
+class Qcow2Image final : public DiskImage, public CompressedSource {
 public:
     Qcow2Image(Fd fd, std::string name, std::unique_ptr<DiskImage> backing, const OpenOptions& opt, Header h)
         : fd_(std::move(fd)), name_(std::move(name)), backing_(std::move(backing)), read_only_(opt.read_only),
@@ -301,10 +323,14 @@ public:
         while (pos < end && m.count < out.size()) {
             const uint64_t in_cluster = pos % cs_;
             const uint64_t n = std::min(end - pos, cs_ - in_cluster);
-            const uint64_t entry = KILN_TRY(data_entry(pos, "read"));
+            const uint64_t entry = KILN_TRY(data_entry(pos));
             const uint64_t host = entry & kOffsetMask;
             uint64_t done = n;
-            if ((entry & kZeroFlag) || (host == 0 && (!backing_ || pos >= backing_->size()))) {
+            if (entry & kCompressed) {
+                const CompressedPlace c = compressed_place(entry);
+                add(out, m, Extent{Extent::Kind::Compressed, fd_.get(), c.offset, n, static_cast<uint32_t>(in_cluster),
+                                   c.stored, this});
+            } else if ((entry & kZeroFlag) || (host == 0 && (!backing_ || pos >= backing_->size()))) {
                 // A v3 zero cluster (preallocated or not), or unallocated with nothing below.
                 add(out, m, Extent{Extent::Kind::Zero, -1, 0, n});
             } else if (host != 0) {
@@ -338,9 +364,9 @@ public:
         while (pos < end && m.count < out.size()) {
             const uint64_t in_cluster = pos % cs_;
             const uint64_t n = std::min(end - pos, cs_ - in_cluster);
-            const uint64_t entry = KILN_TRY(data_entry(pos, "write"));
+            const uint64_t entry = KILN_TRY(data_entry(pos));
             uint64_t host = entry & kOffsetMask;
-            if (host == 0) {
+            if (host == 0 || (entry & kCompressed)) {
                 host = KILN_TRY(allocate_data_cluster(pos / cs_, entry, in_cluster, n));
             } else {
                 // In place. A hostile or damaged image may point a data cluster at its own
@@ -361,9 +387,21 @@ public:
 
     Result<void> flush_metadata() override { return {}; } // written through already
 
+    Result<void> read_compressed(const Extent& e, std::span<const iovec> out) override {
+        std::lock_guard lock(inflate_mu_);
+        const uint8_t* c = KILN_TRY(inflated(CompressedPlace{e.file_offset, e.stored, 0}));
+        uint64_t at = e.in_cluster;
+        for (const iovec& v : out) {
+            if (at + v.iov_len > cs_) return fail("{}: a compressed extent runs past its cluster", describe());
+            std::memcpy(v.iov_base, c + at, v.iov_len);
+            at += v.iov_len;
+        }
+        return {};
+    }
+
 private:
     static void add(std::span<Extent> out, Mapped& m, const Extent& e) {
-        if (m.count > 0) {
+        if (m.count > 0 && e.kind != Extent::Kind::Compressed) { // each compressed cluster inflates alone
             Extent& last = out[m.count - 1];
             const bool contiguous = last.kind == e.kind && last.fd == e.fd &&
                                     (e.kind == Extent::Kind::Zero || last.file_offset + last.length == e.file_offset);
@@ -446,18 +484,96 @@ private:
         return victim->buf.data();
     }
 
-    // The L2 entry of the cluster holding guest offset `pos`, refused when it is one
-    // Kiln cannot `verb` (compressed) or one no valid image has (an unaligned offset).
-    Result<uint64_t> data_entry(uint64_t pos, const char* verb) {
+    // The L2 entry of the cluster holding guest offset `pos`, refused when no valid image
+    // has it (an unaligned data cluster, compressed data beyond the 56-bit offsets).
+    Result<uint64_t> data_entry(uint64_t pos) {
         const uint64_t entry = KILN_TRY(l2_entry(pos / cs_));
         const uint64_t cluster = pos / cs_ * cs_;
-        if (entry & kCompressed)
-            return fail("{}: cluster at guest offset {:#x} is compressed; Kiln does not {} compressed clusters",
-                        describe(), cluster, verb);
+        if (entry & kCompressed) {
+            if (const CompressedPlace c = compressed_place(entry); c.offset + c.stored > kMaxOffset)
+                return fail("{}: the compressed cluster for guest offset {:#x} lies beyond any file ({:#x})",
+                            describe(), cluster, c.offset);
+            return entry;
+        }
         if ((entry & kOffsetMask) % cs_)
             return fail("{}: the L2 entry for guest offset {:#x} points at {:#x}, not cluster-aligned", describe(),
                         cluster, entry & kOffsetMask);
         return entry;
+    }
+
+    // Bits 0..x-1 the byte offset, x..61 the sectors after the first, x = 62 - (cluster_bits - 8).
+    CompressedPlace compressed_place(uint64_t entry) const {
+        const unsigned x = 62 - (h_.info.cluster_bits - 8);
+        CompressedPlace c;
+        c.offset = entry & ((1ULL << x) - 1);
+        c.sectors = ((entry & ~(kCopied | kCompressed)) >> x) + 1;
+        c.stored = static_cast<uint32_t>(c.sectors * 512 - c.offset % 512); // at most 2 clusters
+        return c;
+    }
+
+    // The whole inflated cluster stored at `c`, from the cache or the file (inflate_mu_
+    // held). Memory for this comes at the first compressed cluster an image meets.
+    Result<const uint8_t*> inflated(const CompressedPlace& c) {
+        if (!inflater_) {
+            inflater_ = KILN_TRY_CTX(ClusterInflater::create(h_.compression), "{}", describe());
+            stored_ = AlignedBuffer(2 * cs_ + 2 * alignment_, alignment_);
+            for (auto& s : inflated_) s.buf = AlignedBuffer(cs_, alignment_);
+            if (!stored_ || !inflated_.back().buf) return fail("{}: out of memory for compressed clusters", describe());
+        }
+        TableSlot* victim = &inflated_[0];
+        for (auto& s : inflated_) {
+            if (s.offset == c.offset + 1) { // +1: offset 0 is a valid place, slot offset 0 is "empty"
+                s.last_use = ++inflate_clock_;
+                return s.buf.data();
+            }
+            if (s.last_use < victim->last_use) victim = &s;
+        }
+        victim->offset = 0;
+        // Aligned for O_DIRECT. The last cluster of a file may end inside its last sector:
+        // what is past the end is padding, so a short read is fine.
+        const uint64_t from = c.offset / alignment_ * alignment_;
+        const uint64_t to = align_up(c.offset + c.stored, alignment_);
+        uint64_t got = 0;
+        while (got < to - from) {
+            const ssize_t r = ::pread(fd_.get(), stored_.data() + got, to - from - got, static_cast<off_t>(from + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return fail_errno(fmt::format("{}: reading a compressed cluster at {:#x}", describe(), c.offset));
+            if (r == 0) break;
+            got += static_cast<uint64_t>(r);
+        }
+        const uint64_t skip = c.offset - from;
+        if (got <= skip) return fail("{}: the compressed cluster at {:#x} lies past the end of the file", describe(), c.offset);
+        const uint64_t have = std::min<uint64_t>(got - skip, c.stored);
+        KILN_TRY_CTX(inflater_->inflate({stored_.data() + skip, have}, {victim->buf.data(), cs_}),
+                     "{}: the compressed cluster at {:#x}", describe(), c.offset);
+        victim->offset = c.offset + 1;
+        victim->last_use = ++inflate_clock_;
+        return victim->buf.data();
+    }
+
+    // Host cluster `hc`'s refcount (writable images: 16-bit refcounts).
+    Result<uint16_t> refcount(uint64_t hc) {
+        const uint64_t rti = hc / refs_per_block();
+        if (rti >= refcount_table_.size()) return 0;
+        const uint64_t rb = refcount_table_[rti] & kOffsetMask;
+        if (rb == 0) return 0;
+        const uint8_t* t = KILN_TRY(refblock(rb));
+        return static_cast<uint16_t>((t[2 * (hc % refs_per_block())] << 8) | t[2 * (hc % refs_per_block()) + 1]);
+    }
+
+    // A compressed cluster was rewritten elsewhere: one reference less on each host
+    // cluster its sectors touch (as QEMU frees them; shared clusters stay).
+    Result<void> release_compressed(const CompressedPlace& c) {
+        const uint64_t first = c.offset / 512 * 512;
+        for (uint64_t hc = first / cs_; hc <= (first + c.sectors * 512 - 1) / cs_; ++hc) {
+            const uint16_t r = KILN_TRY(refcount(hc));
+            if (r == 0)
+                return fail("{}: host cluster {:#x} of a compressed cluster has no references; the image is corrupt "
+                            "(qemu-img check -r all)",
+                            describe(), hc * cs_);
+            KILN_TRY(set_refcount(hc, static_cast<uint16_t>(r - 1)));
+        }
+        return {};
     }
 
     // The L2 entry for guest cluster `gc` (0: unallocated, no table).
@@ -630,8 +746,16 @@ private:
         const uint64_t l2 = KILN_TRY(l2_for_write(gc));
         const uint64_t host = KILN_TRY(allocate_cluster());
         const uint64_t guest = gc * cs_;
-        const bool from_backing = !(old_entry & kZeroFlag) && backing_ && guest < backing_->size();
-        if (from_backing && (in_cluster > 0 || in_cluster + n < cs_)) {
+        const bool compressed = old_entry & kCompressed; // bit 0 is then part of its offset
+        const bool from_backing = !compressed && !(old_entry & kZeroFlag) && backing_ && guest < backing_->size();
+        const bool partial = in_cluster > 0 || in_cluster + n < cs_;
+        if (compressed && partial) {
+            // Copy-on-write out of this image's own compressed cluster.
+            std::lock_guard lock(inflate_mu_);
+            const uint8_t* c = KILN_TRY(inflated(compressed_place(old_entry)));
+            std::memcpy(scratch_.data(), c, cs_);
+            KILN_TRY(pwrite_all(fd_.get(), scratch_.data(), cs_, host, describe() + ": copy-on-write"));
+        } else if (from_backing && partial) {
             // Copy-on-write: the whole cluster from the backing image, then written here
             // (the caller's data then overwrites its part).
             uint8_t* buf = scratch_.data();
@@ -646,6 +770,10 @@ private:
                     if (ex[i].kind == Extent::Kind::Data)
                         KILN_TRY(pread_all(ex[i].fd, buf + at, ex[i].length, ex[i].file_offset,
                                            describe() + ": copy-on-write from the backing file"));
+                    if (ex[i].kind == Extent::Kind::Compressed) {
+                        const iovec v{buf + at, ex[i].length};
+                        KILN_TRY_CTX(ex[i].source->read_compressed(ex[i], {&v, 1}), "{}: copy-on-write", describe());
+                    }
                     at += ex[i].length;
                 }
                 if (b.covered == 0) return fail("{}: backing image mapped nothing at {:#x}", describe(), guest + done);
@@ -659,6 +787,8 @@ private:
         const uint64_t i = gc % l2_entries_;
         put64(t + 8 * i, host | kCopied);
         if (!volatile_) KILN_TRY(write_back(t, l2, l2 + 8 * i, 8, "L2 entry"));
+        // Last, so a crash in between leaks the old sectors rather than freeing live ones.
+        if (compressed && !volatile_) KILN_TRY(release_compressed(compressed_place(old_entry)));
         return host;
     }
 
@@ -681,6 +811,13 @@ private:
     std::set<uint64_t> metadata_; // writable images: see note_metadata
     TableSlot refblock_;
     AlignedBuffer scratch_, copy_, meta_;
+    // Compressed clusters (read_compressed, copy-on-write out of one): their own lock, as
+    // workers inflate while others map; taken after mu_ when both are held.
+    std::mutex inflate_mu_;
+    std::optional<ClusterInflater> inflater_;
+    AlignedBuffer stored_; // the compressed bytes, aligned for O_DIRECT
+    std::array<TableSlot, kInflatedSlots> inflated_;
+    uint64_t inflate_clock_ = 0;
     uint64_t file_end_ = 0, next_free_ = 0;
     bool growing_ = false;
 };

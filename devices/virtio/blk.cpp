@@ -422,6 +422,15 @@ uint8_t BlkQueueWorker::start_rw(Slot& s, uint32_t slot_index, bool write, uint6
                 for (size_t k = first; k < sub_used; ++k) std::memset(s.sub[k].iov_base, 0, s.sub[k].iov_len);
                 continue;
             }
+            if (x.kind == block::Extent::Kind::Compressed) {
+                // A compressed qcow2 cluster: inflated (or found inflated) by its image and
+                // copied here, synchronously, as a cloud image's base clusters are read.
+                if (auto r = x.source->read_compressed(x, {&s.sub[first], count}); !r) {
+                    spdlog::warn("virtio-blk: read at {:#x}: {}", pos, r.error().message());
+                    return VIRTIO_BLK_S_IOERR;
+                }
+                continue;
+            }
             io_uring_sqe* sqe = next_sqe();
             const int fixed = file_index(x.fd);
             if (write) io_uring_prep_writev(sqe, fixed >= 0 ? fixed : x.fd, &s.sub[first], count, x.file_offset);

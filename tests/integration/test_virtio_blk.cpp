@@ -83,6 +83,33 @@ std::string qemu_img(const std::vector<std::string>& args, int* status = nullptr
     return r.out + r.err;
 }
 
+// A child image over `base` (whose guest view is `data`): the guest writes `count`
+// sectors of `byte` at `sector` into it; the base stays as it was, qemu-img finds the
+// child clean and exactly those writes, and a later VM reads them back.
+void check_child_write(const fs::path& base, const char* base_format, const std::vector<uint8_t>& data,
+                       uint64_t sector, uint64_t count, uint8_t byte) {
+    const fs::path child = base.parent_path() / "child.qcow2", expected_file = base.parent_path() / "expected.raw";
+    const auto base_before = read_bytes(base);
+    int status = -1;
+    auto out = qemu_img({"create", "-q", "-f", "qcow2", "-F", base_format, "-b", base.string(), child.string()}, &status);
+    REQUIRE_MESSAGE(status == 0, out);
+    auto r = boot(fmt::format("job=blk-write sector={} count={} byte={}", sector, count, byte), {"path=" + child.string()});
+    check_exit(r, 0);
+    CHECK(read_bytes(base) == base_before);
+    out = qemu_img({"check", child.string()}, &status);
+    CHECK_MESSAGE(status == 0, out);
+    // The guest's view of the child must be the base with exactly those sectors changed.
+    auto expected = data;
+    std::fill(expected.begin() + static_cast<long>(sector * kSector),
+              expected.begin() + static_cast<long>((sector + count) * kSector), byte);
+    write_bytes(expected_file, expected);
+    out = qemu_img({"compare", "-f", "qcow2", "-F", "raw", child.string(), expected_file.string()}, &status);
+    CHECK_MESSAGE(status == 0, out);
+    r = boot(fmt::format("job=blk-crc sector=0 count={}", data.size() / kSector), {"path=" + child.string()});
+    check_exit(r, 0);
+    CHECK(r.out.find(crc_line(expected, 0, data.size() / kSector)) != std::string::npos);
+}
+
 } // namespace
 
 TEST_CASE("virtio-blk: the guest reads a raw disk exactly (CRC of sectors), both boot formats") {
@@ -154,27 +181,43 @@ TEST_CASE("virtio-blk: snapshot=on writes into a throw-away overlay - the base s
 TEST_CASE("virtio-blk: a qcow2 child over a raw base: qemu-img check is clean, compare shows exactly the writes") {
     ScratchDir dir;
     const auto data = random_bytes(8 << 20, 6);
-    const fs::path base = dir.path / "base.raw", child = dir.path / "child.qcow2";
+    const fs::path base = dir.path / "base.raw";
     write_bytes(base, data);
-    int status = -1;
-    auto out = qemu_img({"create", "-q", "-f", "qcow2", "-F", "raw", "-b", base.string(), child.string()}, &status);
-    REQUIRE_MESSAGE(status == 0, out);
     // Partial clusters at both ends: copy-on-write from the base must keep the rest.
-    auto r = boot("job=blk-write sector=129 count=300 byte=90", {"path=" + child.string()});
+    check_child_write(base, "raw", data, 129, 300, 90);
+}
+
+TEST_CASE("virtio-blk: a compressed qcow2 base, as cloud images ship: read exactly, written through an overlay and a child") {
+    ScratchDir dir("/var/tmp/kiln-test-XXXXXX"); // cache=none below: O_DIRECT
+    // 8 MiB: compressible runs with an incompressible stretch (stored plain) between.
+    std::vector<uint8_t> data(8 << 20);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>("a compressed base "[i % 18] ^ (i >> 16));
+    const auto noise = random_bytes(1 << 20, 9);
+    std::copy(noise.begin(), noise.end(), data.begin() + (3 << 20));
+    write_bytes(dir.path / "src.raw", data);
+    int status = -1;
+    for (const char* type : {"zlib", "zstd"}) {
+        CAPTURE(type);
+        const fs::path base = dir.path / fmt::format("base-{}.qcow2", type);
+        auto out = qemu_img({"convert", "-q", "-c", "-O", "qcow2", "-o", fmt::format("compression_type={}", type),
+                             (dir.path / "src.raw").string(), base.string()}, &status);
+        REQUIRE_MESSAGE(status == 0, out);
+        out = qemu_img({"check", "--output=json", base.string()});
+        CHECK_MESSAGE(std::regex_search(out, std::regex("\"compressed-clusters\": [1-9]")), out);
+        for (const char* cache : {"none", "writeback"}) {
+            auto r = boot("job=blk-crc sector=0 count=16384", {fmt::format("path={},readonly=on,cache={}", base.string(), cache)});
+            check_exit(r, 0);
+            CHECK(r.out.find(crc_line(data, 0, 16384)) != std::string::npos);
+        }
+    }
+    const fs::path base = dir.path / "base-zlib.qcow2";
+    const auto base_before = read_bytes(base);
+    // A throw-away overlay: partial clusters copied out of compressed ones.
+    auto r = boot("job=blk-write sector=129 count=300 byte=90", {"path=" + base.string() + ",snapshot=on,cache=none"});
     check_exit(r, 0);
-    CHECK(read_bytes(base) == data);
-    out = qemu_img({"check", child.string()}, &status);
-    CHECK_MESSAGE(status == 0, out);
-    // The guest's view of the child must be the base with exactly those sectors changed.
-    auto expected = data;
-    std::fill(expected.begin() + 129 * kSector, expected.begin() + (129 + 300) * kSector, uint8_t{90});
-    write_bytes(dir.path / "expected.raw", expected);
-    out = qemu_img({"compare", "-f", "qcow2", "-F", "raw", child.string(), (dir.path / "expected.raw").string()}, &status);
-    CHECK_MESSAGE(status == 0, out);
-    // And a later VM reads what the earlier one wrote.
-    r = boot("job=blk-crc sector=0 count=16384", {"path=" + child.string()});
-    check_exit(r, 0);
-    CHECK(r.out.find(crc_line(expected, 0, 16384)) != std::string::npos);
+    CHECK(read_bytes(base) == base_before);
+    // A persistent child, its partial clusters copied out of compressed ones.
+    check_child_write(base, "qcow2", data, 6001, 300, 91);
 }
 
 TEST_CASE("virtio-blk: a scratch disk is made at start and gone at exit") {

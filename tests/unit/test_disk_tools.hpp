@@ -51,6 +51,11 @@ inline std::vector<uint8_t> read_via(block::DiskImage& img, uint64_t off, uint64
             uint8_t* to = out.p + pos + sum;
             if (ex[i].kind == Extent::Kind::Zero) {
                 std::fill_n(to, ex[i].length, 0);
+            } else if (ex[i].kind == Extent::Kind::Compressed) {
+                REQUIRE(ex[i].source != nullptr);
+                const iovec v{to, ex[i].length};
+                auto r = ex[i].source->read_compressed(ex[i], {&v, 1});
+                REQUIRE_MESSAGE(r, r.error().message());
             } else {
                 REQUIRE(ex[i].fd >= 0);
                 REQUIRE(::pread(ex[i].fd, to, ex[i].length, static_cast<off_t>(ex[i].file_offset)) ==

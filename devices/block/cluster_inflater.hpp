@@ -1,0 +1,49 @@
+// Inflates one compressed qcow2 cluster (docs/interop/qcow2.txt, "Compressed Clusters
+// Descriptor"; compression type in header byte 104): raw deflate (zlib, type 0, QEMU's
+// default and what distro cloud images use) or a zstd frame (type 1).
+//
+// The compressed bytes come in whole 512-byte sectors, so what follows the stream is
+// padding: a cluster is good when its stream fills the whole cluster, whatever comes
+// after it (QEMU's rule). Anything else (a broken stream, one that ends short, one that
+// would run past the cluster) is an error, never a partial cluster.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "vmm/base/result.hpp"
+
+struct z_stream_s;
+struct ZSTD_DCtx_s;
+
+namespace kiln::block {
+
+enum class Compression : uint8_t { Zlib = 0, Zstd = 1 };
+
+class ClusterInflater {
+public:
+    // The decoder's state is made once here and reset per cluster: no allocation per
+    // inflate.
+    [[nodiscard]] static Result<ClusterInflater> create(Compression type);
+    ClusterInflater(ClusterInflater&&) noexcept;
+    ClusterInflater& operator=(ClusterInflater&&) noexcept;
+    ~ClusterInflater();
+
+    // Inflates `in` into all of `out` (one cluster).
+    [[nodiscard]] Result<void> inflate(std::span<const uint8_t> in, std::span<uint8_t> out);
+
+private:
+    ClusterInflater() = default;
+    struct ZlibDeleter {
+        void operator()(z_stream_s* s) const;
+    };
+    struct ZstdDeleter {
+        void operator()(ZSTD_DCtx_s* d) const;
+    };
+    Compression type_ = Compression::Zlib;
+    std::unique_ptr<z_stream_s, ZlibDeleter> zlib_;
+    std::unique_ptr<ZSTD_DCtx_s, ZstdDeleter> zstd_;
+};
+
+} // namespace kiln::block
