@@ -47,11 +47,19 @@ struct Extent {
 };
 
 // An image with compressed clusters: fills the guest's buffers for a Compressed extent
-// it mapped. Thread-safe; synchronous (a pread and an inflate, or a cache hit).
+// it mapped (`out`'s lengths add up to e.length). Thread-safe. The virtio-blk worker
+// reads the compressed bytes itself, through its io_uring, so that reads overlap with
+// the inflating of other clusters: copy_inflated, else its read, then inflate_into.
 class CompressedSource {
 public:
-    // `out`'s lengths add up to e.length.
+    // All of it, synchronously: a cache hit, or a pread and an inflate.
     [[nodiscard]] virtual Result<void> read_compressed(const Extent& e, std::span<const iovec> out) = 0;
+    // A cache hit only: false when the cluster is not inflated at hand.
+    [[nodiscard]] virtual bool copy_inflated(const Extent& e, std::span<const iovec> out) = 0;
+    // Inflates from `stored`, the bytes at e.file_offset (e.stored of them, or fewer
+    // where the file ends), keeps the cluster at hand, and copies.
+    [[nodiscard]] virtual Result<void> inflate_into(const Extent& e, std::span<const uint8_t> stored,
+                                                    std::span<const iovec> out) = 0;
 
 protected:
     ~CompressedSource() = default;

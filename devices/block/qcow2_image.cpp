@@ -389,14 +389,19 @@ public:
 
     Result<void> read_compressed(const Extent& e, std::span<const iovec> out) override {
         std::lock_guard lock(inflate_mu_);
-        const uint8_t* c = KILN_TRY(inflated(CompressedPlace{e.file_offset, e.stored, 0}));
-        uint64_t at = e.in_cluster;
-        for (const iovec& v : out) {
-            if (at + v.iov_len > cs_) return fail("{}: a compressed extent runs past its cluster", describe());
-            std::memcpy(v.iov_base, c + at, v.iov_len);
-            at += v.iov_len;
-        }
-        return {};
+        return copy_out(e, KILN_TRY(inflated(CompressedPlace{e.file_offset, e.stored, 0})), out);
+    }
+
+    bool copy_inflated(const Extent& e, std::span<const iovec> out) override {
+        std::lock_guard lock(inflate_mu_);
+        const uint8_t* c = cached(e.file_offset);
+        return c && copy_out(e, c, out);
+    }
+
+    Result<void> inflate_into(const Extent& e, std::span<const uint8_t> stored, std::span<const iovec> out) override {
+        std::lock_guard lock(inflate_mu_);
+        KILN_TRY(ensure_inflater());
+        return copy_out(e, KILN_TRY(inflate_stored(e.file_offset, stored)), out);
     }
 
 private:
@@ -511,24 +516,57 @@ private:
         return c;
     }
 
-    // The whole inflated cluster stored at `c`, from the cache or the file (inflate_mu_
-    // held). Memory for this comes at the first compressed cluster an image meets.
-    Result<const uint8_t*> inflated(const CompressedPlace& c) {
-        if (!inflater_) {
-            inflater_ = KILN_TRY_CTX(ClusterInflater::create(h_.compression), "{}", describe());
-            stored_ = AlignedBuffer(2 * cs_ + 2 * alignment_, alignment_);
-            for (auto& s : inflated_) s.buf = AlignedBuffer(cs_, alignment_);
-            if (!stored_ || !inflated_.back().buf) return fail("{}: out of memory for compressed clusters", describe());
+    // Copies the extent's part of inflated cluster `c` into `out`.
+    Result<void> copy_out(const Extent& e, const uint8_t* c, std::span<const iovec> out) const {
+        uint64_t at = e.in_cluster;
+        for (const iovec& v : out) {
+            if (at + v.iov_len > cs_) return fail("{}: a compressed extent runs past its cluster", describe());
+            std::memcpy(v.iov_base, c + at, v.iov_len);
+            at += v.iov_len;
         }
-        TableSlot* victim = &inflated_[0];
-        for (auto& s : inflated_) {
-            if (s.offset == c.offset + 1) { // +1: offset 0 is a valid place, slot offset 0 is "empty"
+        return {};
+    }
+
+    // Memory for compressed clusters comes at the first one an image meets (inflate_mu_
+    // held, as for everything below).
+    Result<void> ensure_inflater() {
+        if (inflater_) return {};
+        inflater_ = KILN_TRY_CTX(ClusterInflater::create(h_.compression), "{}", describe());
+        stored_ = AlignedBuffer(2 * cs_ + 2 * alignment_, alignment_);
+        for (auto& s : inflated_) s.buf = AlignedBuffer(cs_, alignment_);
+        if (!stored_ || !inflated_.back().buf) return fail("{}: out of memory for compressed clusters", describe());
+        return {};
+    }
+
+    // The cached inflated cluster stored at file offset `offset`, or null.
+    const uint8_t* cached(uint64_t offset) {
+        for (auto& s : inflated_)
+            if (s.offset == offset + 1) { // +1: offset 0 is a valid place, slot offset 0 is "empty"
                 s.last_use = ++inflate_clock_;
                 return s.buf.data();
             }
+        return nullptr;
+    }
+
+    // Inflates the cluster stored at `offset` from its compressed bytes (`stored`: from
+    // `offset` on, up to the descriptor's length or the end of the file) into the least
+    // recently used cache slot.
+    Result<const uint8_t*> inflate_stored(uint64_t offset, std::span<const uint8_t> stored) {
+        TableSlot* victim = &inflated_[0];
+        for (auto& s : inflated_)
             if (s.last_use < victim->last_use) victim = &s;
-        }
         victim->offset = 0;
+        KILN_TRY_CTX(inflater_->inflate(stored, {victim->buf.data(), cs_}), "{}: the compressed cluster at {:#x}",
+                     describe(), offset);
+        victim->offset = offset + 1;
+        victim->last_use = ++inflate_clock_;
+        return victim->buf.data();
+    }
+
+    // The whole inflated cluster stored at `c`, from the cache or read from the file.
+    Result<const uint8_t*> inflated(const CompressedPlace& c) {
+        if (const uint8_t* hit = cached(c.offset)) return hit;
+        KILN_TRY(ensure_inflater());
         // Aligned for O_DIRECT. The last cluster of a file may end inside its last sector:
         // what is past the end is padding, so a short read is fine.
         const uint64_t from = c.offset / alignment_ * alignment_;
@@ -543,12 +581,7 @@ private:
         }
         const uint64_t skip = c.offset - from;
         if (got <= skip) return fail("{}: the compressed cluster at {:#x} lies past the end of the file", describe(), c.offset);
-        const uint64_t have = std::min<uint64_t>(got - skip, c.stored);
-        KILN_TRY_CTX(inflater_->inflate({stored_.data() + skip, have}, {victim->buf.data(), cs_}),
-                     "{}: the compressed cluster at {:#x}", describe(), c.offset);
-        victim->offset = c.offset + 1;
-        victim->last_use = ++inflate_clock_;
-        return victim->buf.data();
+        return inflate_stored(c.offset, {stored_.data() + skip, std::min<uint64_t>(got - skip, c.stored)});
     }
 
     // Host cluster `hc`'s refcount (writable images: 16-bit refcounts).

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/uio.h>
 
+#include "devices/block/aligned_buffer.hpp"
 #include "devices/virtio/spec.hpp"
 #include "devices/virtio/worker_thread.hpp"
 
@@ -37,6 +38,9 @@ constexpr uint32_t kBatchFrom = 16; // requests in flight from which completions
 constexpr uint64_t kTagPoll = 1ULL << 63;
 constexpr uint64_t kTagKick = kTagPoll | 1, kTagStop = kTagPoll | 2;
 uint64_t io_tag(uint32_t slot, uint64_t bytes) { return (bytes << 16) | slot; }
+// A compressed cluster's bytes read for a request: the slot and the CompressedRead.
+constexpr uint64_t kTagCompressed = 1ULL << 62;
+uint64_t compressed_tag(uint32_t slot, size_t read) { return kTagCompressed | (uint64_t{read} << 16) | slot; }
 constexpr uint32_t kNoType = 0xffffffff; // a request whose header was never read
 
 template <class T>
@@ -122,6 +126,8 @@ private:
     void complete(uint32_t slot, uint8_t status);
     void count(const Slot& s, uint8_t status);
     void on_io(const io_uring_cqe& cqe);
+    [[nodiscard]] bool start_compressed(Slot& s, uint32_t slot, const block::Extent& x, size_t first, unsigned count);
+    void on_compressed(const io_uring_cqe& cqe);
     void interrupt_if_needed();
     [[nodiscard]] int file_index(int fd);
 
@@ -138,6 +144,21 @@ private:
     std::array<int, kRegisteredFiles> registered_{};
     std::unique_ptr<Slot[]> slots_;
     std::vector<uint32_t> free_;
+    // Compressed qcow2 clusters being read for requests: the worker reads their bytes
+    // through the ring, so reads overlap with each other and with inflating (on this
+    // thread) what has come. 32, a guest's usual queue depth: with 8, 4 KiB random reads
+    // of a compressed image at QD32 made 3.9k IOPS, with 32 7.0k (QEMU: 4.4k). Each
+    // buffer (128 KiB for 64 KiB clusters) is made when first needed: only compressed
+    // images pay, at most 4 MiB a queue.
+    struct CompressedRead {
+        block::AlignedBuffer buf;
+        block::Extent extent;
+        uint32_t slot = 0, sub_first = 0, sub_count = 0;
+        uint64_t skip = 0; // buf's bytes before extent.file_offset (the O_DIRECT alignment)
+        bool busy = false;
+    };
+    static constexpr uint64_t kCompressedReadMax = 1 << 20; // beyond (2 MiB clusters): synchronous
+    std::array<CompressedRead, 32> compressed_;
     uint32_t inflight_ = 0;
     bool stopping_ = false, queue_broken_ = false;
     // Completions delivered that the driver has not yet answered with new requests.
@@ -423,12 +444,7 @@ uint8_t BlkQueueWorker::start_rw(Slot& s, uint32_t slot_index, bool write, uint6
                 continue;
             }
             if (x.kind == block::Extent::Kind::Compressed) {
-                // A compressed qcow2 cluster: inflated (or found inflated) by its image and
-                // copied here, synchronously, as a cloud image's base clusters are read.
-                if (auto r = x.source->read_compressed(x, {&s.sub[first], count}); !r) {
-                    spdlog::warn("virtio-blk: read at {:#x}: {}", pos, r.error().message());
-                    return VIRTIO_BLK_S_IOERR;
-                }
+                if (!start_compressed(s, slot_index, x, first, count)) return VIRTIO_BLK_S_IOERR;
                 continue;
             }
             io_uring_sqe* sqe = next_sqe();
@@ -481,8 +497,73 @@ uint8_t BlkQueueWorker::discard_or_zero(const Slot& s, bool zero) {
     return have == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
 }
 
+// A compressed qcow2 cluster (a cloud image's base): copied at once when its image has
+// it inflated, else its bytes are read through the ring and inflated on completion
+// (on_compressed); synchronously when every read is busy. False: the request fails.
+bool BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_index, const block::Extent& x, size_t first,
+                                      unsigned count) {
+    const std::span<const iovec> out(&s.sub[first], count);
+    if (x.source->copy_inflated(x, out)) return true;
+    const uint64_t align = std::max<uint32_t>(image_.alignment(), 512);
+    const uint64_t from = x.file_offset / align * align;
+    const uint64_t len = (x.file_offset + x.stored + align - 1) / align * align - from;
+    CompressedRead* r = nullptr;
+    for (auto& c : compressed_)
+        if (!c.busy && len <= kCompressedReadMax) {
+            r = &c;
+            break;
+        }
+    if (r && r->buf.size() < len) r->buf = block::AlignedBuffer(std::max<uint64_t>(len, 128 << 10), 4096);
+    if (!r || !r->buf) {
+        if (auto res = x.source->read_compressed(x, out); !res) {
+            spdlog::warn("virtio-blk: read of a compressed cluster: {}", res.error().message());
+            return false;
+        }
+        return true;
+    }
+    r->extent = x;
+    r->slot = slot_index;
+    r->sub_first = static_cast<uint32_t>(first);
+    r->sub_count = count;
+    r->skip = x.file_offset - from;
+    r->busy = true;
+    io_uring_sqe* sqe = next_sqe();
+    const int fixed = file_index(x.fd);
+    io_uring_prep_read(sqe, fixed >= 0 ? fixed : x.fd, r->buf.data(), static_cast<unsigned>(len), from);
+    if (fixed >= 0) sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, compressed_tag(slot_index, static_cast<size_t>(r - compressed_.data())));
+    ++s.pending;
+    ++inflight_;
+    return true;
+}
+
+void BlkQueueWorker::on_compressed(const io_uring_cqe& cqe) {
+    CompressedRead& r = compressed_[(io_uring_cqe_get_data64(&cqe) >> 16) & 0xff];
+    Slot& s = slots_[r.slot];
+    --inflight_;
+    r.busy = false;
+    // A short read is fine where the file ends inside the stream's last sector; the
+    // inflater says whether what came holds the whole cluster.
+    if (cqe.res < 0 || static_cast<uint64_t>(cqe.res) <= r.skip) {
+        if (!s.failed)
+            spdlog::warn("virtio-blk: request {}: reading a compressed cluster: {}", s.head,
+                         cqe.res < 0 ? std::strerror(-cqe.res) : "end of file");
+        s.failed = true;
+    } else if (!s.failed) {
+        const uint64_t have = std::min<uint64_t>(static_cast<uint64_t>(cqe.res) - r.skip, r.extent.stored);
+        auto res = r.extent.source->inflate_into(r.extent, {r.buf.data() + r.skip, have},
+                                                 {&s.sub[r.sub_first], r.sub_count});
+        if (!res) {
+            spdlog::warn("virtio-blk: request {}: {}", s.head, res.error().message());
+            s.failed = true;
+        }
+    }
+    if (--s.pending == 0) complete(r.slot, s.failed ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
+}
+
 void BlkQueueWorker::on_io(const io_uring_cqe& cqe) {
     const uint64_t tag = io_uring_cqe_get_data64(&cqe);
+    if (tag & kTagCompressed) return on_compressed(cqe);
     const auto slot_index = static_cast<uint32_t>(tag & 0xffff);
     const uint64_t expected = tag >> 16;
     Slot& s = slots_[slot_index];
