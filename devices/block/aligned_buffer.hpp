@@ -15,7 +15,7 @@ public:
     AlignedBuffer() = default;
     AlignedBuffer(size_t size, size_t align)
         : p_(static_cast<uint8_t*>(std::aligned_alloc(align, (std::max<size_t>(size, 1) + align - 1) / align * align))),
-          size_(size) {
+          size_(p_ ? size : 0) { // a failed allocation is an empty buffer
         if (p_) std::memset(p_, 0, size_);
     }
     ~AlignedBuffer() { std::free(p_); }

@@ -22,6 +22,10 @@ Result<ClusterInflater> ClusterInflater::create(Compression type) {
     } else {
         c.zstd_.reset(ZSTD_createDCtx());
         if (!c.zstd_) return fail("zstd: cannot set up a decompression context");
+        // A cluster is at most 2 MiB, and so is any window a frame of one needs; a hostile
+        // frame asking for more (up to 128 MiB by default) is refused, not allocated.
+        if (ZSTD_isError(ZSTD_DCtx_setParameter(c.zstd_.get(), ZSTD_d_windowLogMax, 22)))
+            return fail("zstd: cannot limit the window size");
     }
     return c;
 }
@@ -54,6 +58,18 @@ Result<void> ClusterInflater::inflate(std::span<const uint8_t> in, std::span<uin
     // A full cluster whose frame has not ended (QEMU's rule too).
     if (rc != 0) return fail("the zstd frame does not end with the cluster's {} bytes", out.size());
     return {};
+}
+
+Result<std::span<const uint8_t>> InflateScratch::inflate(Compression type, std::span<const uint8_t> in,
+                                                         size_t cluster_size) {
+    auto& inflater = type == Compression::Zlib ? deflate_ : zstd_;
+    if (!inflater) inflater = KILN_TRY(ClusterInflater::create(type));
+    if (out_.size() < cluster_size) {
+        out_ = AlignedBuffer(cluster_size, 64);
+        if (!out_) return fail("out of memory for a {}-byte cluster", cluster_size);
+    }
+    KILN_TRY(inflater->inflate(in, {out_.data(), cluster_size}));
+    return std::span<const uint8_t>(out_.data(), cluster_size);
 }
 
 } // namespace kiln::block

@@ -15,8 +15,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 
+#include "devices/block/aligned_buffer.hpp"
 #include "vmm/base/result.hpp"
 
 struct libdeflate_decompressor;
@@ -49,6 +51,20 @@ private:
     Compression type_ = Compression::Zlib;
     std::unique_ptr<libdeflate_decompressor, DeflateDeleter> deflate_;
     std::unique_ptr<ZSTD_DCtx_s, ZstdDeleter> zstd_;
+};
+
+// One thread's means to inflate clusters of any image (a virtio-blk queue worker's):
+// a decompressor of each kind, made when first needed, and one cluster of output. With
+// it, workers inflate in parallel instead of in turn under their image's lock.
+class InflateScratch {
+public:
+    // Inflates `in` into a whole cluster of `cluster_size` bytes, valid until the next call.
+    [[nodiscard]] Result<std::span<const uint8_t>> inflate(Compression type, std::span<const uint8_t> in,
+                                                           size_t cluster_size);
+
+private:
+    std::optional<ClusterInflater> deflate_, zstd_;
+    AlignedBuffer out_;
 };
 
 } // namespace kiln::block

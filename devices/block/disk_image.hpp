@@ -28,6 +28,7 @@
 namespace kiln::block {
 
 class CompressedSource;
+class InflateScratch; // block/cluster_inflater.hpp
 
 struct Extent {
     enum class Kind : uint8_t {
@@ -57,9 +58,10 @@ public:
     // A cache hit only: false when the cluster is not inflated at hand.
     [[nodiscard]] virtual bool copy_inflated(const Extent& e, std::span<const iovec> out) = 0;
     // Inflates from `stored`, the bytes at e.file_offset (e.stored of them, or fewer
-    // where the file ends), keeps the cluster at hand, and copies.
+    // where the file ends), with the caller's own `scratch` (outside the image's lock),
+    // keeps the cluster at hand, and copies.
     [[nodiscard]] virtual Result<void> inflate_into(const Extent& e, std::span<const uint8_t> stored,
-                                                    std::span<const iovec> out) = 0;
+                                                    std::span<const iovec> out, InflateScratch& scratch) = 0;
 
 protected:
     ~CompressedSource() = default;

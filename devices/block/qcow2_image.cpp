@@ -26,6 +26,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 namespace kiln::block::qcow2 {
 namespace {
 
@@ -161,6 +163,8 @@ Result<Header> parse_header(int fd) {
         if (type > 1) return fail("qcow2 header: compression type {} is not supported (0 zlib, 1 zstd)", type);
         if (type != 0 && !(r.incompatible & kIncompatCompression))
             return fail("qcow2 header: compression type {} without the compression-type incompatible bit", type);
+        if (type == 0 && (r.incompatible & kIncompatCompression))
+            return fail("qcow2 header: the compression-type incompatible bit is set for type 0 (zlib)");
         r.compression = static_cast<Compression>(type);
     }
     r.info.dirty = r.incompatible & kIncompatDirty;
@@ -398,10 +402,16 @@ public:
         return c && copy_out(e, c, out);
     }
 
-    Result<void> inflate_into(const Extent& e, std::span<const uint8_t> stored, std::span<const iovec> out) override {
+    Result<void> inflate_into(const Extent& e, std::span<const uint8_t> stored, std::span<const iovec> out,
+                              InflateScratch& scratch) override {
+        if (copy_inflated(e, out)) return {}; // another worker got there first
+        const auto cluster = KILN_TRY_CTX(scratch.inflate(h_.compression, stored, cs_),
+                                          "{}: the compressed cluster at {:#x}", describe(), e.file_offset);
+        KILN_TRY(copy_out(e, cluster.data(), out));
         std::lock_guard lock(inflate_mu_);
         KILN_TRY(ensure_inflater());
-        return copy_out(e, KILN_TRY(inflate_stored(e.file_offset, stored)), out);
+        std::memcpy(victim_slot(e.file_offset), cluster.data(), cs_); // at hand for the next reader
+        return {};
     }
 
 private:
@@ -531,10 +541,14 @@ private:
     // held, as for everything below).
     Result<void> ensure_inflater() {
         if (inflater_) return {};
-        inflater_ = KILN_TRY_CTX(ClusterInflater::create(h_.compression), "{}", describe());
         stored_ = AlignedBuffer(2 * cs_ + 2 * alignment_, alignment_);
-        for (auto& s : inflated_) s.buf = AlignedBuffer(cs_, alignment_);
-        if (!stored_ || !inflated_.back().buf) return fail("{}: out of memory for compressed clusters", describe());
+        bool ok = static_cast<bool>(stored_);
+        for (auto& s : inflated_) {
+            s.buf = AlignedBuffer(cs_, alignment_);
+            ok = ok && s.buf;
+        }
+        if (!ok) return fail("{}: out of memory for compressed clusters", describe());
+        inflater_ = KILN_TRY_CTX(ClusterInflater::create(h_.compression), "{}", describe()); // last: "ready"
         return {};
     }
 
@@ -548,19 +562,27 @@ private:
         return nullptr;
     }
 
-    // Inflates the cluster stored at `offset` from its compressed bytes (`stored`: from
-    // `offset` on, up to the descriptor's length or the end of the file) into the least
-    // recently used cache slot.
-    Result<const uint8_t*> inflate_stored(uint64_t offset, std::span<const uint8_t> stored) {
+    // The least recently used cache slot, now holding the cluster stored at `offset`:
+    // the caller fills it.
+    uint8_t* victim_slot(uint64_t offset) {
         TableSlot* victim = &inflated_[0];
         for (auto& s : inflated_)
             if (s.last_use < victim->last_use) victim = &s;
-        victim->offset = 0;
-        KILN_TRY_CTX(inflater_->inflate(stored, {victim->buf.data(), cs_}), "{}: the compressed cluster at {:#x}",
-                     describe(), offset);
         victim->offset = offset + 1;
         victim->last_use = ++inflate_clock_;
         return victim->buf.data();
+    }
+
+    // Inflates the cluster stored at `offset` from its compressed bytes (`stored`: from
+    // `offset` on, up to the descriptor's length or the end of the file) into the cache.
+    Result<const uint8_t*> inflate_stored(uint64_t offset, std::span<const uint8_t> stored) {
+        uint8_t* slot = victim_slot(offset);
+        if (auto r = inflater_->inflate(stored, {slot, cs_}); !r) {
+            for (auto& s : inflated_)
+                if (s.buf.data() == slot) s.offset = 0; // not a cluster: forget the slot
+            return fail("{}: the compressed cluster at {:#x}: {}", describe(), offset, r.error().message());
+        }
+        return slot;
     }
 
     // The whole inflated cluster stored at `c`, from the cache or read from the file.
@@ -595,18 +617,22 @@ private:
     }
 
     // A compressed cluster was rewritten elsewhere: one reference less on each host
-    // cluster its sectors touch (as QEMU frees them; shared clusters stay).
-    Result<void> release_compressed(const CompressedPlace& c) {
+    // cluster its sectors touch (as QEMU frees them; shared clusters stay). The guest's
+    // write has already landed, so a failure here is only logged, as QEMU does: at worst
+    // the old sectors leak, which `qemu-img check -r leaks` reclaims.
+    void release_compressed(const CompressedPlace& c) {
         const uint64_t first = c.offset / 512 * 512;
         for (uint64_t hc = first / cs_; hc <= (first + c.sectors * 512 - 1) / cs_; ++hc) {
-            const uint16_t r = KILN_TRY(refcount(hc));
-            if (r == 0)
-                return fail("{}: host cluster {:#x} of a compressed cluster has no references; the image is corrupt "
-                            "(qemu-img check -r all)",
-                            describe(), hc * cs_);
-            KILN_TRY(set_refcount(hc, static_cast<uint16_t>(r - 1)));
+            const auto drop = [&]() -> Result<void> {
+                const uint16_t r = KILN_TRY(refcount(hc));
+                if (r == 0) return fail("host cluster {:#x} has no references left", hc * cs_);
+                return set_refcount(hc, static_cast<uint16_t>(r - 1));
+            };
+            if (auto done = drop(); !done)
+                spdlog::warn("{}: freeing the old sectors of a compressed cluster at {:#x}: {} (qemu-img check -r all "
+                             "repairs it)",
+                             describe(), c.offset, done.error().message());
         }
-        return {};
     }
 
     // The L2 entry for guest cluster `gc` (0: unallocated, no table).
@@ -777,52 +803,59 @@ private:
     // it get what the guest read there before (the backing image's bytes, or zeros).
     Result<uint64_t> allocate_data_cluster(uint64_t gc, uint64_t old_entry, uint64_t in_cluster, uint64_t n) {
         const uint64_t l2 = KILN_TRY(l2_for_write(gc));
-        const uint64_t host = KILN_TRY(allocate_cluster());
         const uint64_t guest = gc * cs_;
         const bool compressed = old_entry & kCompressed; // bit 0 is then part of its offset
         const bool from_backing = !compressed && !(old_entry & kZeroFlag) && backing_ && guest < backing_->size();
-        const bool partial = in_cluster > 0 || in_cluster + n < cs_;
-        if (compressed && partial) {
-            // Copy-on-write out of this image's own compressed cluster.
-            std::lock_guard lock(inflate_mu_);
-            const uint8_t* c = KILN_TRY(inflated(compressed_place(old_entry)));
-            std::memcpy(scratch_.data(), c, cs_);
-            KILN_TRY(pwrite_all(fd_.get(), scratch_.data(), cs_, host, describe() + ": copy-on-write"));
-        } else if (from_backing && partial) {
-            // Copy-on-write: the whole cluster from the backing image, then written here
-            // (the caller's data then overwrites its part).
-            uint8_t* buf = scratch_.data();
-            const uint64_t avail = std::min(cs_, backing_->size() - guest);
-            std::memset(buf, 0, cs_);
-            uint64_t done = 0;
-            while (done < avail) {
-                Extent ex[8];
-                auto b = KILN_TRY(backing_->map_read(guest + done, avail - done, ex));
-                uint64_t at = done;
-                for (size_t i = 0; i < b.count; ++i) {
-                    if (ex[i].kind == Extent::Kind::Data)
-                        KILN_TRY(pread_all(ex[i].fd, buf + at, ex[i].length, ex[i].file_offset,
-                                           describe() + ": copy-on-write from the backing file"));
-                    if (ex[i].kind == Extent::Kind::Compressed) {
-                        const iovec v{buf + at, ex[i].length};
-                        KILN_TRY_CTX(ex[i].source->read_compressed(ex[i], {&v, 1}), "{}: copy-on-write", describe());
-                    }
-                    at += ex[i].length;
-                }
-                if (b.covered == 0) return fail("{}: backing image mapped nothing at {:#x}", describe(), guest + done);
-                done += b.covered;
-            }
-            KILN_TRY(pwrite_all(fd_.get(), buf, cs_, host, describe() + ": copy-on-write"));
-        }
+        // Copy-on-write of a partial cluster: the whole cluster as the guest read it
+        // before (this image's compressed cluster, or the backing image's bytes), then
+        // written here; the caller's data then overwrites its part. It is gathered before
+        // the cluster is allocated, so one that cannot be read (a broken stream, the
+        // backing file's error) leaves nothing allocated behind.
+        const bool copy = (compressed || from_backing) && (in_cluster > 0 || in_cluster + n < cs_);
+        if (copy) KILN_TRY(old_contents(guest, old_entry, scratch_.data()));
+        const uint64_t host = KILN_TRY(allocate_cluster());
+        if (copy) KILN_TRY(pwrite_all(fd_.get(), scratch_.data(), cs_, host, describe() + ": copy-on-write"));
         // Otherwise the new cluster is a hole in the file, which reads as zeros: right for
-        // an unallocated cluster without backing and for a zero cluster.
+        // an unallocated cluster without backing, for a zero cluster, and for a cluster
+        // the guest writes whole.
         uint8_t* t = KILN_TRY(l2_table(l2));
         const uint64_t i = gc % l2_entries_;
         put64(t + 8 * i, host | kCopied);
         if (!volatile_) KILN_TRY(write_back(t, l2, l2 + 8 * i, 8, "L2 entry"));
         // Last, so a crash in between leaks the old sectors rather than freeing live ones.
-        if (compressed && !volatile_) KILN_TRY(release_compressed(compressed_place(old_entry)));
+        if (compressed && !volatile_) release_compressed(compressed_place(old_entry));
         return host;
+    }
+
+    // What guest cluster `guest` (L2 entry `old_entry`, compressed or unallocated over a
+    // backing image) reads as, into `buf` (one cluster).
+    Result<void> old_contents(uint64_t guest, uint64_t old_entry, uint8_t* buf) {
+        if (old_entry & kCompressed) {
+            std::lock_guard lock(inflate_mu_);
+            std::memcpy(buf, KILN_TRY(inflated(compressed_place(old_entry))), cs_);
+            return {};
+        }
+        const uint64_t avail = std::min(cs_, backing_->size() - guest);
+        std::memset(buf, 0, cs_);
+        uint64_t done = 0;
+        while (done < avail) {
+            Extent ex[8];
+            auto b = KILN_TRY(backing_->map_read(guest + done, avail - done, ex));
+            uint64_t at = done;
+            for (size_t i = 0; i < b.count; ++i) {
+                if (ex[i].kind == Extent::Kind::Data)
+                    KILN_TRY(pread_all(ex[i].fd, buf + at, ex[i].length, ex[i].file_offset,
+                                       describe() + ": copy-on-write from the backing file"));
+                if (ex[i].kind == Extent::Kind::Compressed) {
+                    const iovec v{buf + at, ex[i].length};
+                    KILN_TRY_CTX(ex[i].source->read_compressed(ex[i], {&v, 1}), "{}: copy-on-write", describe());
+                }
+                at += ex[i].length;
+            }
+            if (b.covered == 0) return fail("{}: backing image mapped nothing at {:#x}", describe(), guest + done);
+            done += b.covered;
+        }
+        return {};
     }
 
     Fd fd_;

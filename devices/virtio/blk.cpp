@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 #include "devices/block/aligned_buffer.hpp"
+#include "devices/block/cluster_inflater.hpp"
 #include "devices/virtio/spec.hpp"
 #include "devices/virtio/worker_thread.hpp"
 
@@ -126,7 +127,9 @@ private:
     void complete(uint32_t slot, uint8_t status);
     void count(const Slot& s, uint8_t status);
     void on_io(const io_uring_cqe& cqe);
-    [[nodiscard]] bool start_compressed(Slot& s, uint32_t slot, const block::Extent& x, size_t first, unsigned count);
+    // nullopt: the request fails; true: a read is in flight; false: done already.
+    [[nodiscard]] std::optional<bool> start_compressed(Slot& s, uint32_t slot, const block::Extent& x, size_t first,
+                                                       unsigned count);
     void on_compressed(const io_uring_cqe& cqe);
     void interrupt_if_needed();
     [[nodiscard]] int file_index(int fd);
@@ -148,8 +151,9 @@ private:
     // through the ring, so reads overlap with each other and with inflating (on this
     // thread) what has come. 32, a guest's usual queue depth: with 8, 4 KiB random reads
     // of a compressed image at QD32 made 3.9k IOPS, with 32 7.0k (QEMU: 4.4k). Each
-    // buffer (128 KiB for 64 KiB clusters) is made when first needed: only compressed
-    // images pay, at most 4 MiB a queue.
+    // buffer is made when first needed, so only compressed images pay: 128 KiB for
+    // clusters up to 64 KiB (4 MiB a queue at most), up to twice the cluster above that;
+    // a cluster whose compressed bytes pass 1 MiB is read synchronously.
     struct CompressedRead {
         block::AlignedBuffer buf;
         block::Extent extent;
@@ -159,6 +163,7 @@ private:
     };
     static constexpr uint64_t kCompressedReadMax = 1 << 20; // beyond (2 MiB clusters): synchronous
     std::array<CompressedRead, 32> compressed_;
+    block::InflateScratch inflate_; // this worker's, so queues inflate in parallel
     uint32_t inflight_ = 0;
     bool stopping_ = false, queue_broken_ = false;
     // Completions delivered that the driver has not yet answered with new requests.
@@ -441,10 +446,15 @@ uint8_t BlkQueueWorker::start_rw(Slot& s, uint32_t slot_index, bool write, uint6
             if (x.kind == block::Extent::Kind::Zero) {
                 // Unallocated, no backing: the guest reads zeros, no I/O needed.
                 for (size_t k = first; k < sub_used; ++k) std::memset(s.sub[k].iov_base, 0, s.sub[k].iov_len);
+                sub_used = first; // done with: the slices are free again
                 continue;
             }
             if (x.kind == block::Extent::Kind::Compressed) {
-                if (!start_compressed(s, slot_index, x, first, count)) return VIRTIO_BLK_S_IOERR;
+                // Compressed clusters do not merge into one extent: one done at once frees
+                // its slices, or a large read of small clusters would run out of them.
+                const auto started = start_compressed(s, slot_index, x, first, count);
+                if (!started) return VIRTIO_BLK_S_IOERR;
+                if (!*started) sub_used = first;
                 continue;
             }
             io_uring_sqe* sqe = next_sqe();
@@ -499,11 +509,11 @@ uint8_t BlkQueueWorker::discard_or_zero(const Slot& s, bool zero) {
 
 // A compressed qcow2 cluster (a cloud image's base): copied at once when its image has
 // it inflated, else its bytes are read through the ring and inflated on completion
-// (on_compressed); synchronously when every read is busy. False: the request fails.
-bool BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_index, const block::Extent& x, size_t first,
-                                      unsigned count) {
+// (on_compressed); synchronously when every read is busy.
+std::optional<bool> BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_index, const block::Extent& x,
+                                                     size_t first, unsigned count) {
     const std::span<const iovec> out(&s.sub[first], count);
-    if (x.source->copy_inflated(x, out)) return true;
+    if (x.source->copy_inflated(x, out)) return false;
     const uint64_t align = std::max<uint32_t>(image_.alignment(), 512);
     const uint64_t from = x.file_offset / align * align;
     const uint64_t len = (x.file_offset + x.stored + align - 1) / align * align - from;
@@ -517,9 +527,9 @@ bool BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_index, const block:
     if (!r || !r->buf) {
         if (auto res = x.source->read_compressed(x, out); !res) {
             spdlog::warn("virtio-blk: read of a compressed cluster: {}", res.error().message());
-            return false;
+            return std::nullopt;
         }
-        return true;
+        return false;
     }
     r->extent = x;
     r->slot = slot_index;
@@ -552,7 +562,7 @@ void BlkQueueWorker::on_compressed(const io_uring_cqe& cqe) {
     } else if (!s.failed) {
         const uint64_t have = std::min<uint64_t>(static_cast<uint64_t>(cqe.res) - r.skip, r.extent.stored);
         auto res = r.extent.source->inflate_into(r.extent, {r.buf.data() + r.skip, have},
-                                                 {&s.sub[r.sub_first], r.sub_count});
+                                                 {&s.sub[r.sub_first], r.sub_count}, inflate_);
         if (!res) {
             spdlog::warn("virtio-blk: request {}: {}", s.head, res.error().message());
             s.failed = true;

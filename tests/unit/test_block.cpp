@@ -216,6 +216,7 @@ TEST_CASE("qcow2: broken, encrypted and dirty images give one clear error and st
                                      0, 0, 0, 4, 0, 0, 0, 0x70, 2}),
          "compression type 2 is not supported (0 zlib, 1 zstd)"},
         {patched("cbit.qcow2", 104, {1}), "compression type 1 without the compression-type incompatible bit"},
+        {patched("zbit.qcow2", 72, {0, 0, 0, 0, 0, 0, 0, 8}), "the compression-type incompatible bit is set for type 0"},
     };
     for (const auto& c : cases) {
         CAPTURE(c.path);

@@ -85,6 +85,48 @@ TEST_CASE("qcow2 compressed: zlib and zstd images from qemu-img read exactly, bu
     }
 }
 
+TEST_CASE("qcow2 compressed: a worker's own InflateScratch serves images of both types and cluster sizes") {
+    ScratchDir dir;
+    const auto data = mixed_contents();
+    write_bytes(dir / "src.raw", data);
+    InflateScratch scratch; // one, as a queue worker has, across every image it meets
+    for (const std::string spec : {"zstd,cluster_size=65536", "zlib,cluster_size=4096", "zlib,cluster_size=65536"}) {
+        CAPTURE(spec);
+        const std::string img = dir / "c.qcow2";
+        tool_ok("qemu-img convert -q -c -O qcow2 -o compression_type=" + spec + " " + dir / "src.raw" + " " + img);
+        auto d = open_ok("path=" + img + ",readonly=on");
+        std::vector<uint8_t> got(data.size());
+        Extent ex[16];
+        uint64_t pos = 0, compressed = 0;
+        while (pos < data.size()) {
+            auto m = d->map_read(pos, data.size() - pos, ex);
+            REQUIRE_MESSAGE(m, m.error().message());
+            uint64_t at = pos;
+            for (size_t i = 0; i < m->count; at += ex[i].length, ++i) {
+                const iovec v{got.data() + at, ex[i].length};
+                if (ex[i].kind == Extent::Kind::Zero) {
+                    std::fill_n(got.data() + at, ex[i].length, 0);
+                } else if (ex[i].kind == Extent::Kind::Data) {
+                    REQUIRE(::pread(ex[i].fd, v.iov_base, v.iov_len, static_cast<off_t>(ex[i].file_offset)) ==
+                            static_cast<ssize_t>(v.iov_len));
+                } else {
+                    // The worker's path: it reads the stored bytes, the image inflates them.
+                    std::vector<uint8_t> stored(ex[i].stored);
+                    const auto n = ::pread(ex[i].fd, stored.data(), stored.size(), static_cast<off_t>(ex[i].file_offset));
+                    REQUIRE(n > 0);
+                    auto r = ex[i].source->inflate_into(ex[i], std::span(stored).first(static_cast<size_t>(n)), {&v, 1},
+                                                        scratch);
+                    REQUIRE_MESSAGE(r, r.error().message());
+                    ++compressed;
+                }
+            }
+            pos += m->covered;
+        }
+        CHECK(compressed > 0);
+        CHECK(got == data);
+    }
+}
+
 TEST_CASE("qcow2 compressed: a child over a compressed base copies-on-write exactly, the base untouched") {
     ScratchDir dir;
     const auto data = mixed_contents();
