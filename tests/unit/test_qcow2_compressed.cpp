@@ -5,6 +5,7 @@
 
 #include <libdeflate.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ std::string compressed_image(const ScratchDir& dir, const std::vector<uint8_t>& 
     write_bytes(dir / "src.raw", data);
     tool_ok("qemu-img convert -q -c -O qcow2 " + dir / "src.raw" + " " + dir / name);
     return dir / name;
+}
+
+void put_be64(std::vector<uint8_t>& b, uint64_t at, uint64_t v) {
+    for (int i = 7; i >= 0; --i, v >>= 8) b.at(at + static_cast<uint64_t>(i)) = static_cast<uint8_t>(v);
 }
 
 struct Fill {
@@ -167,35 +172,66 @@ TEST_CASE("qcow2 compressed: writing into a compressed image rewrites those clus
     tool_ok("qemu-img compare -q -f qcow2 -F raw " + img + " " + dir / "expected.raw");
 }
 
-TEST_CASE("qcow2 compressed: a broken stream is one clear error at the read, and the image stays unchanged") {
+TEST_CASE("qcow2 compressed: hostile descriptors and broken streams are one clear error, nothing written") {
     ScratchDir dir;
     const std::string img = compressed_image(dir, std::vector<uint8_t>(1 << 20, 0x42), "c.qcow2");
-    // Guest cluster 15's stream, found through L1[0] and its L2 table (64 KiB clusters:
-    // the descriptor's low 54 bits are the byte offset), gets garbage at its start.
-    auto bytes = read_bytes(img);
+    const auto pristine = read_bytes(img);
     auto be64 = [&](size_t at) {
         uint64_t v = 0;
-        for (size_t i = 0; i < 8; ++i) v = v << 8 | bytes.at(at + i);
+        for (size_t i = 0; i < 8; ++i) v = v << 8 | pristine.at(at + i);
         return v;
     };
-    const uint64_t l2 = be64(be64(40)) & 0x00fffffffffffe00ULL;
-    const uint64_t entry = be64(l2 + 8 * 15);
+    // Guest cluster 15's L2 entry, found through L1[0] (64 KiB clusters: the
+    // descriptor's low 54 bits are the byte offset, the next 8 the extra sectors).
+    const uint64_t l2_entry_at = (be64(be64(40)) & 0x00fffffffffffe00ULL) + 8 * 15;
+    const uint64_t entry = be64(l2_entry_at);
     REQUIRE((entry >> 62 & 1) == 1); // compressed
     const uint64_t stream = entry & ((1ULL << 54) - 1);
-    std::fill_n(bytes.begin() + static_cast<long>(stream), 8, 0xff);
-    write_bytes(img, bytes);
-    auto d = open_ok("path=" + img + ",readonly=on");
-    Extent ex[4];
-    auto m = d->map_read(15 * 65536, 4096, ex);
-    REQUIRE_MESSAGE(m, m.error().message());
-    REQUIRE(ex[0].kind == Extent::Kind::Compressed);
-    std::vector<uint8_t> out(4096);
-    const iovec v{out.data(), out.size()};
-    auto r = ex[0].source->read_compressed(ex[0], {&v, 1});
-    REQUIRE_FALSE(r);
-    CHECK_MESSAGE(r.error().message().find("deflate stream") != std::string::npos, r.error().message());
-    CHECK(r.error().message().find("c.qcow2") != std::string::npos);
-    CHECK(read_bytes(img) == bytes);
+    constexpr uint64_t kCompressedBit = 1ULL << 62;
+    struct Case {
+        const char* what;
+        std::function<void(std::vector<uint8_t>&)> patch;
+        const char* message;
+    } cases[] = {
+        {"garbage at the stream's start", [&](auto& b) { std::fill_n(b.begin() + static_cast<long>(stream), 8, 0xff); },
+         "the deflate stream is broken"},
+        {"an offset past the end of the file",
+         [&](auto& b) { put_be64(b, l2_entry_at, kCompressedBit | (pristine.size() + 4096)); },
+         "lies past the end of the file"},
+        {"the largest offset and sector count",
+         [&](auto& b) { put_be64(b, l2_entry_at, kCompressedBit | (0xffULL << 54) | ((1ULL << 54) - 1)); },
+         "lies past the end of the file"},
+        {"the L1 table as a stream", [&](auto& b) { put_be64(b, l2_entry_at, kCompressedBit | be64(40)); },
+         "deflate stream"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.what);
+        auto bytes = pristine;
+        c.patch(bytes);
+        write_bytes(img, bytes);
+        {
+            auto d = open_ok("path=" + img + ",readonly=on");
+            Extent ex[4];
+            auto m = d->map_read(15 * 65536, 4096, ex);
+            REQUIRE_MESSAGE(m, m.error().message());
+            REQUIRE(ex[0].kind == Extent::Kind::Compressed);
+            std::vector<uint8_t> out(4096);
+            const iovec v{out.data(), out.size()};
+            auto r = ex[0].source->read_compressed(ex[0], {&v, 1});
+            REQUIRE_FALSE(r);
+            CHECK_MESSAGE(r.error().message().find(c.message) != std::string::npos, r.error().message());
+            CHECK(r.error().message().find("c.qcow2") != std::string::npos);
+        }
+        {
+            // A partial write over it: refused before anything is allocated.
+            auto d = open_ok("path=" + img);
+            Extent ex[4];
+            auto w = d->map_write(15 * 65536 + 512, 512, ex);
+            REQUIRE_FALSE(w);
+            CHECK_MESSAGE(w.error().message().find(c.message) != std::string::npos, w.error().message());
+        }
+        CHECK(read_bytes(img) == bytes);
+    }
 }
 
 TEST_CASE("cluster inflater: whole clusters only - short, long and broken streams are refused") {
