@@ -518,11 +518,12 @@ std::optional<bool> BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_inde
     const uint64_t from = x.file_offset / align * align;
     const uint64_t len = (x.file_offset + x.stored + align - 1) / align * align - from;
     CompressedRead* r = nullptr;
-    for (auto& c : compressed_)
-        if (!c.busy && len <= kCompressedReadMax) {
-            r = &c;
-            break;
-        }
+    if (len <= kCompressedReadMax)
+        for (auto& c : compressed_)
+            if (!c.busy) {
+                r = &c;
+                break;
+            }
     if (r && r->buf.size() < len) r->buf = block::AlignedBuffer(std::max<uint64_t>(len, 128 << 10), 4096);
     if (!r || !r->buf) {
         if (auto res = x.source->read_compressed(x, out); !res) {
