@@ -19,6 +19,7 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -46,6 +47,23 @@ struct Extent {
     uint32_t stored = 0; // compressed bytes on file (an upper bound: whole sectors)
     CompressedSource* source = nullptr;
 };
+
+// The read that fetches a compressed cluster's `stored` bytes at `offset` with both ends
+// on `align` (O_DIRECT): [from, from + length), the stream starting `skip` bytes in.
+struct StoredRead {
+    uint64_t from = 0, length = 0, skip = 0;
+    // The stream's bytes in `buf`, which holds the `got` bytes that read returned; empty
+    // when the file ended before the stream began. Fewer than `stored` bytes where the
+    // file ends inside the stream's last sector: that is padding.
+    [[nodiscard]] std::span<const uint8_t> stream(const uint8_t* buf, uint64_t got, uint32_t stored) const {
+        if (got <= skip) return {};
+        return {buf + skip, static_cast<size_t>(std::min<uint64_t>(got - skip, stored))};
+    }
+};
+[[nodiscard]] inline StoredRead stored_read(uint64_t offset, uint32_t stored, uint64_t align) {
+    const uint64_t from = offset / align * align;
+    return {from, (offset + stored + align - 1) / align * align - from, offset - from};
+}
 
 // An image with compressed clusters: fills the guest's buffers for a Compressed extent
 // it mapped (`out`'s lengths add up to e.length). Thread-safe. The virtio-blk worker

@@ -56,6 +56,8 @@ uint64_t be64(const uint8_t* p) {
     std::memcpy(&v, p, 8);
     return __builtin_bswap64(v);
 }
+uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
 uint32_t be32(const uint8_t* p) {
     uint32_t v;
     std::memcpy(&v, p, 4);
@@ -405,12 +407,11 @@ public:
     Result<void> inflate_into(const Extent& e, std::span<const uint8_t> stored, std::span<const iovec> out,
                               InflateScratch& scratch) override {
         if (copy_inflated(e, out)) return {}; // another worker got there first
-        const auto cluster = KILN_TRY_CTX(scratch.inflate(h_.compression, stored, cs_),
-                                          "{}: the compressed cluster at {:#x}", describe(), e.file_offset);
+        const auto cluster = KILN_TRY(inflate(scratch, e.file_offset, stored));
         KILN_TRY(copy_out(e, cluster.data(), out));
         std::lock_guard lock(inflate_mu_);
-        KILN_TRY(ensure_inflater());
-        std::memcpy(victim_slot(e.file_offset), cluster.data(), cs_); // at hand for the next reader
+        KILN_TRY(ensure_cache());
+        keep(e.file_offset, cluster); // at hand for the next reader
         return {};
     }
 
@@ -538,17 +539,16 @@ private:
     }
 
     // Memory for compressed clusters comes at the first one an image meets (inflate_mu_
-    // held, as for everything below).
-    Result<void> ensure_inflater() {
-        if (inflater_) return {};
-        stored_ = AlignedBuffer(2 * cs_ + 2 * alignment_, alignment_);
-        bool ok = static_cast<bool>(stored_);
+    // held, as for everything below); `stored_` is there once all of it is.
+    Result<void> ensure_cache() {
+        if (stored_) return {};
+        bool ok = true;
         for (auto& s : inflated_) {
             s.buf = AlignedBuffer(cs_, alignment_);
             ok = ok && s.buf;
         }
-        if (!ok) return fail("{}: out of memory for compressed clusters", describe());
-        inflater_ = KILN_TRY_CTX(ClusterInflater::create(h_.compression), "{}", describe()); // last: "ready"
+        if (ok) stored_ = AlignedBuffer(2 * cs_ + 2 * alignment_, alignment_);
+        if (!stored_) return fail("{}: out of memory for compressed clusters", describe());
         return {};
     }
 
@@ -562,48 +562,41 @@ private:
         return nullptr;
     }
 
-    // The least recently used cache slot, now holding the cluster stored at `offset`:
-    // the caller fills it.
-    uint8_t* victim_slot(uint64_t offset) {
+    // Keeps `cluster`, stored at `offset`, in the least recently used cache slot.
+    const uint8_t* keep(uint64_t offset, std::span<const uint8_t> cluster) {
         TableSlot* victim = &inflated_[0];
         for (auto& s : inflated_)
             if (s.last_use < victim->last_use) victim = &s;
+        std::memcpy(victim->buf.data(), cluster.data(), cs_);
         victim->offset = offset + 1;
         victim->last_use = ++inflate_clock_;
         return victim->buf.data();
     }
 
     // Inflates the cluster stored at `offset` from its compressed bytes (`stored`: from
-    // `offset` on, up to the descriptor's length or the end of the file) into the cache.
-    Result<const uint8_t*> inflate_stored(uint64_t offset, std::span<const uint8_t> stored) {
-        uint8_t* slot = victim_slot(offset);
-        if (auto r = inflater_->inflate(stored, {slot, cs_}); !r) {
-            for (auto& s : inflated_)
-                if (s.buf.data() == slot) s.offset = 0; // not a cluster: forget the slot
-            return fail("{}: the compressed cluster at {:#x}: {}", describe(), offset, r.error().message());
-        }
-        return slot;
+    // `offset` on, up to the descriptor's length or the end of the file) with `scratch`.
+    Result<std::span<const uint8_t>> inflate(InflateScratch& scratch, uint64_t offset, std::span<const uint8_t> stored) {
+        return KILN_TRY_CTX(scratch.inflate(h_.compression, stored, cs_), "{}: the compressed cluster at {:#x}",
+                            describe(), offset);
     }
 
     // The whole inflated cluster stored at `c`, from the cache or read from the file.
     Result<const uint8_t*> inflated(const CompressedPlace& c) {
         if (const uint8_t* hit = cached(c.offset)) return hit;
-        KILN_TRY(ensure_inflater());
-        // Aligned for O_DIRECT. The last cluster of a file may end inside its last sector:
-        // what is past the end is padding, so a short read is fine.
-        const uint64_t from = c.offset / alignment_ * alignment_;
-        const uint64_t to = align_up(c.offset + c.stored, alignment_);
+        KILN_TRY(ensure_cache());
+        const StoredRead read = stored_read(c.offset, c.stored, alignment_);
         uint64_t got = 0;
-        while (got < to - from) {
-            const ssize_t r = ::pread(fd_.get(), stored_.data() + got, to - from - got, static_cast<off_t>(from + got));
+        while (got < read.length) {
+            const ssize_t r = ::pread(fd_.get(), stored_.data() + got, read.length - got, static_cast<off_t>(read.from + got));
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) return fail_errno(fmt::format("{}: reading a compressed cluster at {:#x}", describe(), c.offset));
             if (r == 0) break;
             got += static_cast<uint64_t>(r);
         }
-        const uint64_t skip = c.offset - from;
-        if (got <= skip) return fail("{}: the compressed cluster at {:#x} lies past the end of the file", describe(), c.offset);
-        return inflate_stored(c.offset, {stored_.data() + skip, std::min<uint64_t>(got - skip, c.stored)});
+        const auto stream = read.stream(stored_.data(), got, c.stored);
+        if (stream.empty())
+            return fail("{}: the compressed cluster at {:#x} lies past the end of the file", describe(), c.offset);
+        return keep(c.offset, KILN_TRY(inflate(own_scratch_, c.offset, stream)));
     }
 
     // Host cluster `hc`'s refcount (writable images: 16-bit refcounts).
@@ -613,7 +606,7 @@ private:
         const uint64_t rb = refcount_table_[rti] & kOffsetMask;
         if (rb == 0) return 0;
         const uint8_t* t = KILN_TRY(refblock(rb));
-        return static_cast<uint16_t>((t[2 * (hc % refs_per_block())] << 8) | t[2 * (hc % refs_per_block()) + 1]);
+        return be16(t + 2 * (hc % refs_per_block()));
     }
 
     // A compressed cluster was rewritten elsewhere: one reference less on each host
@@ -880,8 +873,8 @@ private:
     // Compressed clusters (read_compressed, copy-on-write out of one): their own lock, as
     // workers inflate while others map; taken after mu_ when both are held.
     std::mutex inflate_mu_;
-    std::optional<ClusterInflater> inflater_;
-    AlignedBuffer stored_; // the compressed bytes, aligned for O_DIRECT
+    InflateScratch own_scratch_; // for what the image inflates itself (read_compressed)
+    AlignedBuffer stored_;       // the compressed bytes, aligned for O_DIRECT
     std::array<TableSlot, kInflatedSlots> inflated_;
     uint64_t inflate_clock_ = 0;
     uint64_t file_end_ = 0, next_free_ = 0;

@@ -158,7 +158,7 @@ private:
         block::AlignedBuffer buf;
         block::Extent extent;
         uint32_t slot = 0, sub_first = 0, sub_count = 0;
-        uint64_t skip = 0; // buf's bytes before extent.file_offset (the O_DIRECT alignment)
+        block::StoredRead read; // where buf's bytes come from
         bool busy = false;
     };
     static constexpr uint64_t kCompressedReadMax = 1 << 20; // beyond (2 MiB clusters): synchronous
@@ -514,17 +514,16 @@ std::optional<bool> BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_inde
                                                      size_t first, unsigned count) {
     const std::span<const iovec> out(&s.sub[first], count);
     if (x.source->copy_inflated(x, out)) return false;
-    const uint64_t align = std::max<uint32_t>(image_.alignment(), 512);
-    const uint64_t from = x.file_offset / align * align;
-    const uint64_t len = (x.file_offset + x.stored + align - 1) / align * align - from;
+    const block::StoredRead read = block::stored_read(x.file_offset, x.stored, std::max<uint32_t>(image_.alignment(), 512));
     CompressedRead* r = nullptr;
-    if (len <= kCompressedReadMax)
+    if (read.length <= kCompressedReadMax)
         for (auto& c : compressed_)
             if (!c.busy) {
                 r = &c;
                 break;
             }
-    if (r && r->buf.size() < len) r->buf = block::AlignedBuffer(std::max<uint64_t>(len, 128 << 10), 4096);
+    if (r && r->buf.size() < read.length)
+        r->buf = block::AlignedBuffer(std::max<uint64_t>(read.length, 128 << 10), 4096);
     if (!r || !r->buf) {
         if (auto res = x.source->read_compressed(x, out); !res) {
             spdlog::warn("virtio-blk: read of a compressed cluster: {}", res.error().message());
@@ -536,11 +535,11 @@ std::optional<bool> BlkQueueWorker::start_compressed(Slot& s, uint32_t slot_inde
     r->slot = slot_index;
     r->sub_first = static_cast<uint32_t>(first);
     r->sub_count = count;
-    r->skip = x.file_offset - from;
+    r->read = read;
     r->busy = true;
     io_uring_sqe* sqe = next_sqe();
     const int fixed = file_index(x.fd);
-    io_uring_prep_read(sqe, fixed >= 0 ? fixed : x.fd, r->buf.data(), static_cast<unsigned>(len), from);
+    io_uring_prep_read(sqe, fixed >= 0 ? fixed : x.fd, r->buf.data(), static_cast<unsigned>(read.length), read.from);
     if (fixed >= 0) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, compressed_tag(slot_index, static_cast<size_t>(r - compressed_.data())));
     ++s.pending;
@@ -555,15 +554,14 @@ void BlkQueueWorker::on_compressed(const io_uring_cqe& cqe) {
     r.busy = false;
     // A short read is fine where the file ends inside the stream's last sector; the
     // inflater says whether what came holds the whole cluster.
-    if (cqe.res < 0 || static_cast<uint64_t>(cqe.res) <= r.skip) {
+    const auto stream = r.read.stream(r.buf.data(), cqe.res < 0 ? 0 : static_cast<uint64_t>(cqe.res), r.extent.stored);
+    if (stream.empty()) {
         if (!s.failed)
             spdlog::warn("virtio-blk: request {}: reading a compressed cluster: {}", s.head,
                          cqe.res < 0 ? std::strerror(-cqe.res) : "end of file");
         s.failed = true;
     } else if (!s.failed) {
-        const uint64_t have = std::min<uint64_t>(static_cast<uint64_t>(cqe.res) - r.skip, r.extent.stored);
-        auto res = r.extent.source->inflate_into(r.extent, {r.buf.data() + r.skip, have},
-                                                 {&s.sub[r.sub_first], r.sub_count}, inflate_);
+        auto res = r.extent.source->inflate_into(r.extent, stream, {&s.sub[r.sub_first], r.sub_count}, inflate_);
         if (!res) {
             spdlog::warn("virtio-blk: request {}: {}", s.head, res.error().message());
             s.failed = true;

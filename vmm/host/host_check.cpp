@@ -6,12 +6,12 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
-#include <charconv>
 #include <iterator>
 #include <map>
 
 #include "vmm/base/file_io.hpp"
 #include "vmm/host/host_files.hpp"
+#include "vmm/host/numa.hpp"
 #include "vmm/host/paging.hpp"
 
 namespace kiln::host {
@@ -25,19 +25,11 @@ std::vector<unsigned> nodes(const HostRoots& roots) {
     return numbered_entries(roots.sys + "/devices/system/node", "node");
 }
 
-// "Node 0 MemTotal:  5728032 kB" in nodeN/meminfo -> 5728032.
-std::optional<uint64_t> node_mem_total_kb(const std::string& meminfo) {
-    const auto text = read_text_file(meminfo);
-    if (!text) return std::nullopt;
-    for (std::string_view line : split_lines(*text)) {
-        const auto at = line.find("MemTotal:");
-        if (at == std::string_view::npos) continue;
-        line.remove_prefix(at + 9);
-        line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
-        uint64_t kb = 0;
-        if (std::from_chars(line.data(), line.data() + line.size(), kb).ec == std::errc()) return kb;
-    }
-    return std::nullopt;
+// Node `node`'s MemTotal in kB from its nodeN/meminfo (numa.hpp's parser); 0 when unknown.
+uint64_t node_mem_total_kb(const HostRoots& roots, unsigned node) {
+    const auto text = read_text_file(node_dir(roots, node) + "/meminfo");
+    if (!text) return 0;
+    return node_mem_total(*text, node).value_or(0) / 1024;
 }
 
 std::string gib(uint64_t kb) { return fmt::format("{:.1f} GiB", static_cast<double>(kb) / (1024.0 * 1024.0)); }
@@ -225,7 +217,7 @@ Check check_numa(const HostRoots& roots) {
     nlohmann::ordered_json list = nlohmann::ordered_json::array();
     for (const unsigned n : ns) {
         const std::string cpus = read_line(node_dir(roots, n) + "/cpulist").value_or("");
-        const uint64_t kb = node_mem_total_kb(node_dir(roots, n) + "/meminfo").value_or(0);
+        const uint64_t kb = node_mem_total_kb(roots, n);
         detail += fmt::format("{} node{} cpus {} {}", n == ns.front() ? "" : ";", n, cpus.empty() ? "none" : cpus,
                               gib(kb));
         list.push_back({{"node", n}, {"cpus", cpus}, {"mem_total_kb", kb}});

@@ -48,8 +48,9 @@ std::vector<std::string_view> words(std::string_view line) {
     return out;
 }
 
-// nodeN/meminfo: "Node 1 MemTotal:       8388608 kB".
-Result<uint64_t> mem_total(const std::string& text, uint32_t node) {
+} // namespace
+
+Result<uint64_t> node_mem_total(std::string_view text, uint32_t node) {
     for (const std::string_view line : split_lines(text)) {
         const auto w = words(line);
         if (w.size() != 5 || w[0] != "Node" || w[2] != "MemTotal:") continue;
@@ -62,6 +63,8 @@ Result<uint64_t> mem_total(const std::string& text, uint32_t node) {
     }
     return fail("no 'Node {} MemTotal:' line", node);
 }
+
+namespace {
 
 // Node ids from the nodeN directories, for a tree without devices/system/node/online.
 Result<std::vector<uint32_t>> node_dirs(const std::string& dir) {
@@ -87,7 +90,7 @@ Result<NumaNode> read_node(const std::string& node_dir, uint32_t id) {
     node.cpus = KILN_TRY_CTX(parse_cpulist(cpulist), "'{}'", cpulist_path);
     const std::string meminfo_path = fmt::format("{}/node{}/meminfo", node_dir, id);
     const std::string meminfo = KILN_TRY(read_text_file(meminfo_path));
-    node.memory_bytes = KILN_TRY_CTX(mem_total(meminfo, id), "'{}'", meminfo_path);
+    node.memory_bytes = KILN_TRY_CTX(node_mem_total(meminfo, id), "'{}'", meminfo_path);
     return node;
 }
 

@@ -80,7 +80,8 @@ struct NumaMapsEntry {
 // /proc/PID/numa_maps; pid 0 is this process.
 [[nodiscard]] Result<std::vector<NumaMapsEntry>> read_numa_maps(pid_t pid = 0);
 
-// A whole small file (sysfs, procfs) as text; the error names the path. Shared with
-// cpu_placement.cpp.
+// Node `node`'s memory in bytes from the text of its nodeN/meminfo ("Node 1 MemTotal:
+// 8388608 kB"); a missing or malformed line is an error.
+[[nodiscard]] Result<uint64_t> node_mem_total(std::string_view meminfo, uint32_t node);
 
 } // namespace kiln::host
